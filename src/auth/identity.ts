@@ -1,0 +1,24 @@
+/**
+ * The verified identity of one request. It is built only by verifyAccessToken (src/auth/verify-token.ts) from a
+ * token whose signature, issuer, audience and lifetime were checked; nothing else constructs it from client input.
+ * It never carries the raw token (invariant: no token passthrough, no token at rest).
+ */
+export interface Identity {
+  readonly tenant: string;
+  readonly subject: string;
+  readonly scopes: readonly string[];
+  /** `jti` of the access token, when present (for audit and revocation; never the token itself). */
+  readonly tokenId: string | null;
+  /** `exp` of the access token, epoch seconds. */
+  readonly expiresAt: number;
+}
+
+/** Tenant ids are lower-case DNS-label-like names: safe in storage keys, object names, R2 prefixes and logs. */
+export const TENANT_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
+
+/** Subjects are opaque but bounded and printable (they appear in storage keys and log lines). */
+export const SUBJECT_PATTERN = /^[\x21-\x7e]{1,255}$/;
+
+export function hasScopes(identity: Identity, required: readonly string[]): string[] {
+  return required.filter((scope) => !identity.scopes.includes(scope));
+}

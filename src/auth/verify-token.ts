@@ -1,0 +1,152 @@
+import { decodeProtectedHeader, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from "jose";
+import { type Config, MAX_TOKEN_BYTES } from "../config";
+import { type ErrorCode, KbError } from "../errors";
+import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
+
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const KID_PATTERN = /^[\x21-\x7e]{1,256}$/;
+const SCOPE_PATTERN = /^[\x21\x23-\x5b\x5d-\x7e]{1,128}$/;
+const MAX_SCOPES = 64;
+
+export interface VerifyOptions {
+  /** Clock for tests; defaults to now. */
+  readonly currentDate?: Date;
+}
+
+/**
+ * Verifies a bearer access token and derives the identity from it. Trust boundary: this is the only function
+ * that turns client input into a tenant. It pins the algorithm allow-list (asymmetric only), issuer, audience
+ * (this server's canonical resource URL, RFC 8707), lifetime and optional `typ`; key material comes only from the
+ * configured JWKS, never from the token (`jku`, `x5u`, `jwk` and `x5c` headers are ignored). Every failure is a
+ * KbError whose code says why (for logs and tests); the HTTP layer shows clients only `invalid_token`.
+ */
+export async function verifyAccessToken(
+  token: string,
+  config: Config,
+  keys: JWTVerifyGetKey,
+  options: VerifyOptions = {},
+): Promise<Identity> {
+  if (!token) throw fail("ERR_TOKEN_MISSING", "no access token");
+  if (token.length > MAX_TOKEN_BYTES) throw fail("ERR_TOKEN_TOO_LARGE", "access token too large");
+  if (!COMPACT_JWS.test(token)) throw fail("ERR_TOKEN_MALFORMED", "not a compact JWS");
+
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    throw fail("ERR_TOKEN_MALFORMED", "unreadable JWS header");
+  }
+  if (typeof header.alg !== "string" || !config.algorithms.includes(header.alg)) {
+    throw fail("ERR_TOKEN_ALG", "algorithm not allowed");
+  }
+  if (header.kid !== undefined && (typeof header.kid !== "string" || !KID_PATTERN.test(header.kid))) {
+    throw fail("ERR_TOKEN_KEY", "unusable key id");
+  }
+  // No JWS extensions are understood here, so any `crit` makes the token unverifiable (RFC 7515 section 4.1.11).
+  if (header.crit !== undefined) throw fail("ERR_TOKEN_MALFORMED", "critical header extensions are not supported");
+
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(token, keys, {
+      issuer: config.issuer,
+      audience: config.resource,
+      algorithms: [...config.algorithms],
+      clockTolerance: config.clockToleranceS,
+      requiredClaims: ["exp", "sub"],
+      ...(config.tokenTyp ? { typ: config.tokenTyp } : {}),
+      ...(options.currentDate ? { currentDate: options.currentDate } : {}),
+    }));
+  } catch (error) {
+    throw mapJoseError(error, config);
+  }
+
+  const tenant = claimAtPath(payload, config.tenantClaim);
+  if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
+    throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
+  }
+  if (typeof payload.sub !== "string" || !SUBJECT_PATTERN.test(payload.sub)) {
+    throw fail("ERR_TOKEN_SUBJECT", "missing or invalid subject");
+  }
+  if (typeof payload.exp !== "number") throw fail("ERR_TOKEN_CLAIMS", "missing exp");
+  const jti = payload.jti;
+  if (jti !== undefined && (typeof jti !== "string" || jti.length > 256)) throw fail("ERR_TOKEN_CLAIMS", "invalid jti");
+
+  return {
+    tenant,
+    subject: payload.sub,
+    scopes: parseScopes(payload),
+    tokenId: jti ?? null,
+    expiresAt: payload.exp,
+  };
+}
+
+/** Extracts the bearer token from the Authorization header only (RFC 6750 section 2.1). */
+export function bearerFromRequest(request: Request): string {
+  const url = new URL(request.url);
+  // Tokens in URLs end up in logs and caches; a request that carries one is refused even if a header is present.
+  if (url.searchParams.has("access_token")) throw fail("ERR_TOKEN_IN_QUERY", "access token in the query string");
+  const header = request.headers.get("authorization");
+  if (!header) throw fail("ERR_TOKEN_MISSING", "no access token");
+  const match = /^Bearer ([^\s]+)$/i.exec(header.trim());
+  if (!match?.[1]) throw fail("ERR_TOKEN_MALFORMED", "authorization header is not a bearer token");
+  return match[1];
+}
+
+function claimAtPath(payload: JWTPayload, path: readonly string[]): unknown {
+  let value: unknown = payload;
+  for (const part of path) {
+    if (typeof value !== "object" || value === null || Array.isArray(value) || !Object.hasOwn(value, part)) {
+      return undefined;
+    }
+    value = (value as Record<string, unknown>)[part];
+  }
+  return value;
+}
+
+function parseScopes(payload: JWTPayload): string[] {
+  const raw = payload.scope ?? payload.scp;
+  let scopes: unknown[];
+  if (raw === undefined) scopes = [];
+  else if (typeof raw === "string") scopes = raw.split(" ").filter(Boolean);
+  else if (Array.isArray(raw)) scopes = raw;
+  else throw fail("ERR_TOKEN_CLAIMS", "invalid scope claim");
+  if (scopes.length > MAX_SCOPES || scopes.some((scope) => typeof scope !== "string" || !SCOPE_PATTERN.test(scope))) {
+    throw fail("ERR_TOKEN_CLAIMS", "invalid scope claim");
+  }
+  return [...new Set(scopes as string[])];
+}
+
+function mapJoseError(error: unknown, config: Config): KbError {
+  if (error instanceof KbError) return error;
+  if (!(error instanceof errors.JOSEError)) {
+    // Remote key sets fail with network errors; never treat that as "valid", never leak it.
+    return config.jwks.kind === "remote"
+      ? fail("ERR_AUTH_UNAVAILABLE", "key set unavailable", error)
+      : fail("ERR_TOKEN_MALFORMED", "token could not be verified", error);
+  }
+  switch (error.code) {
+    case "ERR_JWT_EXPIRED":
+      return fail("ERR_TOKEN_EXPIRED", "token expired", error);
+    case "ERR_JWT_CLAIM_VALIDATION_FAILED": {
+      const claim = (error as errors.JWTClaimValidationFailed).claim;
+      if (claim === "nbf" || claim === "iat") return fail("ERR_TOKEN_NOT_YET_VALID", "token not yet valid", error);
+      return fail("ERR_TOKEN_CLAIMS", `claim check failed: ${claim}`, error);
+    }
+    case "ERR_JOSE_ALG_NOT_ALLOWED":
+      return fail("ERR_TOKEN_ALG", "algorithm not allowed", error);
+    case "ERR_JWKS_NO_MATCHING_KEY":
+    case "ERR_JWKS_MULTIPLE_MATCHING_KEYS":
+    case "ERR_JWKS_INVALID":
+      return fail("ERR_TOKEN_KEY", "no unique verification key", error);
+    case "ERR_JWKS_TIMEOUT":
+      return fail("ERR_AUTH_UNAVAILABLE", "key set unavailable", error);
+    case "ERR_JWS_SIGNATURE_VERIFICATION_FAILED":
+      return fail("ERR_TOKEN_SIGNATURE", "signature verification failed", error);
+    default:
+      return fail("ERR_TOKEN_MALFORMED", "token could not be verified", error);
+  }
+}
+
+function fail(code: ErrorCode, message: string, cause?: unknown): KbError {
+  return new KbError(code, message, cause === undefined ? undefined : { cause });
+}

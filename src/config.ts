@@ -1,0 +1,137 @@
+import { z } from "zod";
+import type { Env } from "./env";
+import { KbError } from "./errors";
+
+/** Issuer of the local dev tokens (`npm run token`). `.invalid` is a reserved TLD: it can never be a real issuer. */
+export const DEV_ISSUER = "https://dev-issuer.invalid";
+
+/** Only asymmetric JWS algorithms can be allowed: a symmetric key would have to be shared with every verifier. */
+export const ASYMMETRIC_ALGORITHMS = ["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA", "Ed25519"] as const;
+
+export const MCP_PATH = "/mcp";
+export const MAX_TOKEN_BYTES = 8192;
+
+export interface Config {
+  readonly production: boolean;
+  readonly resource: string;
+  readonly resourceOrigin: string;
+  readonly issuer: string;
+  readonly authorizationServers: readonly string[];
+  readonly jwks: { readonly kind: "inline"; readonly keys: JsonWebKeySet } | { readonly kind: "remote"; readonly url: string };
+  readonly algorithms: readonly string[];
+  readonly tokenTyp: string | null;
+  readonly clockToleranceS: number;
+  readonly tenantClaim: readonly string[];
+  readonly requiredScopes: readonly string[];
+  readonly scopesSupported: readonly string[];
+  readonly allowedOrigins: readonly string[];
+  readonly allowedHosts: readonly string[];
+  readonly maxBodyBytes: number;
+  readonly sessionIdleTtlS: number;
+  readonly maxSessionsPerSubject: number;
+}
+
+export interface JsonWebKeySet {
+  readonly keys: readonly Record<string, unknown>[];
+}
+
+const list = (value: string | undefined): string[] =>
+  (value ?? "")
+    .split(/[\s,]+/)
+    .map((item) => item.trim())
+    .filter(Boolean);
+
+const intInRange = (raw: string | undefined, fallback: number, min: number, max: number, name: string): number => {
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new KbError("ERR_CONFIG", `${name} must be an integer in [${min}, ${max}]`);
+  }
+  return value;
+};
+
+const httpsUrl = (production: boolean) =>
+  z
+    .string()
+    .url()
+    .refine((value) => {
+      const url = new URL(value);
+      return (url.protocol === "https:" || (!production && url.protocol === "http:")) && !url.hash && !url.search;
+    }, "must be an absolute https URL without query or fragment");
+
+const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1).max(100) });
+
+/**
+ * Reads and validates the configuration. Invalid configuration throws ERR_CONFIG, which the edge turns into a
+ * 503 for every route: the server never runs half-configured (fail closed).
+ */
+export function loadConfig(env: Env): Config {
+  const production = env.ENVIRONMENT === "production";
+  const issuer = env.AUTH_ISSUER ?? "";
+  if (!issuer) throw new KbError("ERR_CONFIG", "AUTH_ISSUER is required");
+  if (production && issuer === DEV_ISSUER) {
+    throw new KbError("ERR_CONFIG", "the dev issuer is refused when ENVIRONMENT is production");
+  }
+  const resource = httpsUrl(production).safeParse(env.MCP_RESOURCE);
+  if (!resource.success) throw new KbError("ERR_CONFIG", "MCP_RESOURCE must be the canonical URL of the MCP endpoint");
+  const resourceUrl = new URL(resource.data);
+
+  let jwks: Config["jwks"];
+  if (env.AUTH_JWKS_URL) {
+    const url = httpsUrl(production).safeParse(env.AUTH_JWKS_URL);
+    if (!url.success) throw new KbError("ERR_CONFIG", "AUTH_JWKS_URL must be an https URL");
+    jwks = { kind: "remote", url: url.data };
+  } else if (env.AUTH_JWKS) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(env.AUTH_JWKS);
+    } catch {
+      throw new KbError("ERR_CONFIG", "AUTH_JWKS is not JSON");
+    }
+    const keys = jwksSchema.safeParse(parsed);
+    if (!keys.success) throw new KbError("ERR_CONFIG", "AUTH_JWKS must be a JWK set with at least one key");
+    if (keys.data.keys.some((key) => "d" in key || "k" in key)) {
+      // Private or symmetric key material has no place in a verifier's configuration.
+      throw new KbError("ERR_CONFIG", "AUTH_JWKS must hold public asymmetric keys only");
+    }
+    jwks = { kind: "inline", keys: keys.data };
+  } else {
+    throw new KbError("ERR_CONFIG", "AUTH_JWKS_URL or AUTH_JWKS is required");
+  }
+
+  const algorithms = env.AUTH_ALGORITHMS ? list(env.AUTH_ALGORITHMS) : ["ES256", "RS256", "PS256", "EdDSA", "Ed25519"];
+  for (const alg of algorithms) {
+    if (!(ASYMMETRIC_ALGORITHMS as readonly string[]).includes(alg)) {
+      throw new KbError("ERR_CONFIG", `AUTH_ALGORITHMS: ${alg} is not an allowed asymmetric algorithm`);
+    }
+  }
+
+  const tenantClaim = (env.TENANT_CLAIM || "tenant_id").split(".");
+  if (tenantClaim.some((part) => !/^[A-Za-z0-9_:/-]{1,64}$/.test(part)) || tenantClaim.length > 5) {
+    throw new KbError("ERR_CONFIG", "TENANT_CLAIM must be a claim name or a dotted path of up to 5 names");
+  }
+
+  const allowedHosts = list(env.ALLOWED_HOSTS).map((host) => host.toLowerCase());
+  if (!allowedHosts.includes(resourceUrl.hostname)) allowedHosts.push(resourceUrl.hostname);
+
+  const requiredScopes = list(env.REQUIRED_SCOPES);
+  return {
+    production,
+    resource: resource.data,
+    resourceOrigin: resourceUrl.origin,
+    issuer,
+    authorizationServers: env.AUTHORIZATION_SERVERS ? list(env.AUTHORIZATION_SERVERS) : [issuer],
+    jwks,
+    algorithms,
+    tokenTyp: env.AUTH_TOKEN_TYP || null,
+    clockToleranceS: intInRange(env.AUTH_CLOCK_TOLERANCE_S, 30, 0, 300, "AUTH_CLOCK_TOLERANCE_S"),
+    tenantClaim,
+    requiredScopes,
+    scopesSupported: [...new Set([...requiredScopes, ...list(env.SCOPES_SUPPORTED)])],
+    allowedOrigins: list(env.ALLOWED_ORIGINS).map((origin) => origin.toLowerCase()),
+    allowedHosts,
+    maxBodyBytes: intInRange(env.MAX_BODY_BYTES, 1_048_576, 1024, 4_194_304, "MAX_BODY_BYTES"),
+    sessionIdleTtlS: intInRange(env.SESSION_IDLE_TTL_S, 1800, 60, 86_400, "SESSION_IDLE_TTL_S"),
+    maxSessionsPerSubject: intInRange(env.MAX_SESSIONS_PER_SUBJECT, 16, 1, 1000, "MAX_SESSIONS_PER_SUBJECT"),
+  };
+}

@@ -1,0 +1,29 @@
+import type { TenantServer } from "./tenant/tenant-server";
+
+/** Bindings and variables of the Worker (wrangler.toml `[vars]`, secrets, `.dev.vars`). */
+export interface Env {
+  readonly TENANT_SERVER: DurableObjectNamespace<TenantServer>;
+  readonly ENVIRONMENT?: string;
+  readonly MCP_RESOURCE?: string;
+  readonly AUTH_ISSUER?: string;
+  readonly AUTH_JWKS?: string;
+  readonly AUTH_JWKS_URL?: string;
+  readonly AUTH_ALGORITHMS?: string;
+  readonly AUTH_TOKEN_TYP?: string;
+  readonly AUTH_CLOCK_TOLERANCE_S?: string;
+  readonly AUTHORIZATION_SERVERS?: string;
+  readonly TENANT_CLAIM?: string;
+  readonly REQUIRED_SCOPES?: string;
+  readonly SCOPES_SUPPORTED?: string;
+  readonly ALLOWED_ORIGINS?: string;
+  readonly ALLOWED_HOSTS?: string;
+  readonly MAX_BODY_BYTES?: string;
+  readonly SESSION_IDLE_TTL_S?: string;
+  readonly MAX_SESSIONS_PER_SUBJECT?: string;
+}
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends import("./env").Env {}
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * One base error with stable codes. Every error thrown on purpose in src/ is a KbError; the edge maps codes to
+ * HTTP statuses and bodies in one place (src/http/error-response.ts). Messages are safe to show to a client:
+ * they never contain a token, a key, a tenant other than the caller's, or verification internals.
+ */
+export const ERROR_CODES = {
+  // 401: no usable credential. Details stay in logs; the client sees `invalid_token` only.
+  ERR_TOKEN_MISSING: 401,
+  ERR_TOKEN_IN_QUERY: 401,
+  ERR_TOKEN_MALFORMED: 401,
+  ERR_TOKEN_TOO_LARGE: 401,
+  ERR_TOKEN_ALG: 401,
+  ERR_TOKEN_KEY: 401,
+  ERR_TOKEN_SIGNATURE: 401,
+  ERR_TOKEN_EXPIRED: 401,
+  ERR_TOKEN_NOT_YET_VALID: 401,
+  ERR_TOKEN_CLAIMS: 401,
+  ERR_TOKEN_TENANT: 401,
+  ERR_TOKEN_SUBJECT: 401,
+  // 403: authenticated but not allowed.
+  ERR_INSUFFICIENT_SCOPE: 403,
+  ERR_ORIGIN_FORBIDDEN: 403,
+  ERR_HOST_FORBIDDEN: 403,
+  ERR_TENANT_MISMATCH: 403,
+  // 4xx transport errors.
+  ERR_PROTOCOL_VERSION: 400,
+  ERR_BAD_REQUEST: 400,
+  ERR_SESSION_REQUIRED: 400,
+  ERR_SESSION_NOT_FOUND: 404,
+  ERR_NOT_FOUND: 404,
+  ERR_METHOD_NOT_ALLOWED: 405,
+  ERR_BODY_TOO_LARGE: 413,
+  ERR_CONTENT_TYPE: 415,
+  // 5xx: fail closed without detail.
+  ERR_AUTH_UNAVAILABLE: 503,
+  ERR_CONFIG: 503,
+  ERR_INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class KbError extends Error {
+  override readonly name = "KbError";
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+
+  get status(): number {
+    return ERROR_CODES[this.code];
+  }
+}
+
+export function isKbError(value: unknown): value is KbError {
+  return value instanceof KbError;
+}

@@ -1,0 +1,133 @@
+import { type Context, Hono } from "hono";
+import type { Identity } from "../auth/identity";
+import { hasScopes } from "../auth/identity";
+import { keyResolver } from "../auth/keys";
+import { protectedResourceMetadata } from "../auth/resource-metadata";
+import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
+import { type Config, loadConfig, MCP_PATH } from "../config";
+import type { Env } from "../env";
+import { KbError } from "../errors";
+import { log } from "../log";
+import { tenantStub } from "../tenant/route";
+import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH, toKbError } from "./error-response";
+import { checkOriginAndHost } from "./origin-guard";
+import { checkJsonContentType, checkProtocolVersion, readBodyCapped, sanitizedMcpRequest } from "./transport-guards";
+
+export interface AppVariables {
+  requestId: string;
+  config: Config | null;
+  identity: Identity | null;
+  tokenSent: boolean;
+  missingScopes: readonly string[];
+}
+
+export type AppEnv = { Bindings: Env; Variables: AppVariables };
+
+/**
+ * The edge. Order matters and is the security argument: configuration (fail closed) -> Origin/Host ->
+ * protocol version -> declared body size -> token verification -> scopes -> capped body read -> the caller's own
+ * tenant object. The tenant is taken from the verified token only.
+ */
+export function createApp(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.use("*", async (c, next) => {
+    const started = Date.now();
+    c.set("requestId", crypto.randomUUID());
+    c.set("config", null);
+    c.set("identity", null);
+    c.set("tokenSent", false);
+    c.set("missingScopes", []);
+    c.set("config", loadConfig(c.env));
+    await next();
+    c.res.headers.set("x-request-id", c.var.requestId);
+    const identity = c.var.identity;
+    const status = c.res.status;
+    log(status >= 500 ? "error" : "info", {
+      event: "http.request",
+      requestId: c.var.requestId,
+      tenant: identity?.tenant,
+      subject: identity?.subject,
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+      status,
+      outcome: status < 400 ? "ok" : status >= 500 ? "error" : "rejected",
+      ms: Date.now() - started,
+    });
+  });
+
+  app.onError((error, c) => {
+    const kbError = toKbError(error);
+    if (kbError.status === 401 || kbError.status === 403 || kbError.status >= 500) {
+      // The reason a token was refused goes to the log, never to the client.
+      log(kbError.status >= 500 ? "error" : "warn", {
+        event: "request.refused",
+        requestId: c.var.requestId,
+        code: kbError.code,
+        status: kbError.status,
+      });
+    }
+    return errorResponse(kbError, {
+      requestId: c.var.requestId,
+      config: c.var.config ?? null,
+      tokenSent: c.var.tokenSent ?? false,
+      scopes: c.var.missingScopes,
+    });
+  });
+
+  const metadata = (c: Context<AppEnv>) =>
+    c.json(protectedResourceMetadata(requireConfig(c.var.config)), 200, {
+      "cache-control": "public, max-age=300",
+      "access-control-allow-origin": "*",
+    });
+  app.get(PROTECTED_RESOURCE_METADATA_PATH, (c) => metadata(c));
+  app.get(`${PROTECTED_RESOURCE_METADATA_PATH}${MCP_PATH}`, (c) => metadata(c));
+  app.get("/healthz", (c) => c.json({ ok: true }, 200, { "cache-control": "no-store" }));
+
+  app.all(MCP_PATH, async (c) => {
+    const config = requireConfig(c.var.config);
+    const request = c.req.raw;
+    checkOriginAndHost(request, config);
+    if (!["GET", "POST", "DELETE"].includes(request.method)) {
+      throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    }
+    checkProtocolVersion(request);
+    const declared = request.headers.get("content-length");
+    if (declared !== null && Number(declared) > config.maxBodyBytes) {
+      throw new KbError("ERR_BODY_TOO_LARGE", `Payload too large (limit ${config.maxBodyBytes} bytes)`);
+    }
+
+    c.set("tokenSent", request.headers.has("authorization") || new URL(request.url).searchParams.has("access_token"));
+    const token = bearerFromRequest(request);
+    const identity = await verifyAccessToken(token, config, keyResolver(config));
+    c.set("identity", identity);
+    const missing = hasScopes(identity, config.requiredScopes);
+    if (missing.length) {
+      c.set("missingScopes", config.requiredScopes);
+      throw new KbError("ERR_INSUFFICIENT_SCOPE", "insufficient scope");
+    }
+
+    let body: ArrayBuffer | null = null;
+    if (request.method === "POST") {
+      checkJsonContentType(request);
+      body = await readBodyCapped(request, config.maxBodyBytes);
+    }
+    // The tenant object gets the identity (never the token) as an RPC argument a client cannot forge.
+    const response = await tenantStub(c.env, identity).serveMcp(
+      sanitizedMcpRequest(request, body),
+      identity,
+      c.var.requestId,
+    );
+    return new Response(response.body, response);
+  });
+
+  app.notFound((c) =>
+    c.json({ error: "not_found", error_description: "No such route." }, 404, { "cache-control": "no-store" }),
+  );
+  return app;
+}
+
+function requireConfig(config: Config | null): Config {
+  if (!config) throw new KbError("ERR_CONFIG", "configuration unavailable");
+  return config;
+}

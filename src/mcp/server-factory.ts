@@ -1,0 +1,37 @@
+import { createRequestStateCodec, McpServer, type ServerContext } from "@modelcontextprotocol/server";
+import type { RequestScope } from "./request-scope";
+import { registerWhoami } from "./tools/whoami";
+
+export const SERVER_INFO = { name: "tenant-mcp-kb", version: "0.1.0" } as const;
+
+/** Results that carry tenant data must never be stored by a shared cache (2026-07-28 `cacheScope`). */
+const PRIVATE = { ttlMs: 0, cacheScope: "private" } as const;
+
+/**
+ * Builds a fresh MCP server for one request of one verified caller. Nothing is shared between instances: the
+ * factory runs per request, inside the caller's tenant object.
+ */
+export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint8Array): McpServer {
+  // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
+  // and method, so state minted for one caller is refused for any other.
+  const requestState = createRequestStateCodec({
+    key: requestStateKey,
+    ttlSeconds: 600,
+    bind: (ctx: ServerContext) => `${scope.identity.tenant}\0${scope.identity.subject}\0${ctx.mcpReq.method}`,
+  });
+  const server = new McpServer(SERVER_INFO, {
+    capabilities: { tools: {} },
+    instructions: "Tenant-scoped knowledge server. Every call is confined to the tenant named in your access token.",
+    cacheHints: {
+      "tools/list": PRIVATE,
+      "resources/list": PRIVATE,
+      "resources/templates/list": PRIVATE,
+      "resources/read": PRIVATE,
+      "prompts/list": PRIVATE,
+      "server/discover": PRIVATE,
+    },
+    requestState: { verify: requestState.verify },
+  });
+  registerWhoami(server, scope);
+  return server;
+}

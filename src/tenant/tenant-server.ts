@@ -1,0 +1,206 @@
+import { createMcpHandler, isLegacyRequest, legacyStatelessFallback } from "@modelcontextprotocol/server";
+import { DurableObject } from "cloudflare:workers";
+import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "../auth/identity";
+import { type Config, loadConfig } from "../config";
+import type { Env } from "../env";
+import { KbError } from "../errors";
+import { errorResponse, toKbError } from "../http/error-response";
+import { MODERN_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "../http/transport-guards";
+import { log } from "../log";
+import { HandleCodec } from "../mcp/handles";
+import type { RequestScope } from "../mcp/request-scope";
+import { createTenantMcpServer } from "../mcp/server-factory";
+import { SessionStore } from "../mcp/sessions";
+import { migrate } from "./schema";
+
+const LEGACY_VERSIONS = SUPPORTED_PROTOCOL_VERSIONS.filter((version) => version !== MODERN_PROTOCOL_VERSION);
+const DEFAULT_LEGACY_VERSION = "2025-11-25";
+
+/**
+ * One instance per tenant (`idFromName(tenant)`): it hosts that tenant's MCP server and owns all of its storage.
+ * Its RPC surface is `serveMcp`; everything else is #private. The identity arrives as an RPC argument from the
+ * edge, which verified the token; the object re-checks that the identity's tenant is the one it was created for.
+ */
+export class TenantServer extends DurableObject<Env> {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => migrate(ctx.storage.sql));
+  }
+
+  async serveMcp(request: Request, identity: Identity, requestId: string): Promise<Response> {
+    let config: Config | null = null;
+    try {
+      config = loadConfig(this.env);
+      this.#assertOwnTenant(identity, requestId, config);
+      return await this.#route(request, identity, requestId, config);
+    } catch (error) {
+      const kbError = toKbError(error);
+      if (kbError.status >= 500) {
+        log("error", { event: "mcp.error", requestId, tenant: identity.tenant, code: kbError.code });
+      }
+      return errorResponse(kbError, { requestId, config, tokenSent: true });
+    }
+  }
+
+  async #route(request: Request, identity: Identity, requestId: string, config: Config): Promise<Response> {
+    const body = request.method === "POST" ? await request.text() : "";
+    let parsedBody: unknown;
+    try {
+      parsedBody = body ? JSON.parse(body) : undefined;
+    } catch {
+      parsedBody = undefined;
+    }
+    const forward = new Request(request.url, {
+      method: request.method,
+      headers: request.headers,
+      body: request.method === "POST" ? body : null,
+    });
+    const legacy = await isLegacyRequest(forward.clone(), parsedBody, { maxRequestBodySize: config.maxBodyBytes });
+    if (!legacy) {
+      const scope = await this.#scope(identity, requestId, "modern", MODERN_PROTOCOL_VERSION);
+      const handler = createMcpHandler(() => createTenantMcpServer(scope, scope.requestStateKey), {
+        legacy: "reject",
+        maxRequestBodySize: config.maxBodyBytes,
+      });
+      return handler.fetch(forward, parsedBody === undefined ? undefined : { parsedBody });
+    }
+    return this.#serveLegacy(forward, parsedBody, identity, requestId, config);
+  }
+
+  /**
+   * 2025-era clients are sessionful. Sessions live in SQLite (so they survive eviction) and each request is then
+   * served by a fresh server instance; the session id is checked against the caller's tenant and subject first.
+   */
+  async #serveLegacy(
+    request: Request,
+    parsedBody: unknown,
+    identity: Identity,
+    requestId: string,
+    config: Config,
+  ): Promise<Response> {
+    const sessions = new SessionStore(this.ctx.storage.sql, identity.tenant, {
+      idleTtlMs: config.sessionIdleTtlS * 1000,
+      maxPerSubject: config.maxSessionsPerSubject,
+    });
+    const now = Date.now();
+    const sessionId = request.headers.get("mcp-session-id");
+    const isInitialize =
+      request.method === "POST" &&
+      typeof parsedBody === "object" &&
+      parsedBody !== null &&
+      !Array.isArray(parsedBody) &&
+      (parsedBody as { method?: unknown }).method === "initialize";
+
+    if (isInitialize) {
+      const requested = (parsedBody as { params?: { protocolVersion?: unknown } }).params?.protocolVersion;
+      const version =
+        typeof requested === "string" && LEGACY_VERSIONS.includes(requested) ? requested : DEFAULT_LEGACY_VERSION;
+      const newId = await sessions.create(identity.subject, version, now);
+      const response = await this.#legacyHandler(identity, requestId, version, config)(request, { parsedBody });
+      if (response.status >= 400) {
+        await sessions.end(identity.subject, newId);
+        return response;
+      }
+      log("info", { event: "mcp.session.created", requestId, tenant: identity.tenant, subject: identity.subject });
+      return withHeader(response, "mcp-session-id", newId);
+    }
+
+    if (!sessionId) {
+      if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+      throw new KbError("ERR_SESSION_REQUIRED", "Bad Request: Mcp-Session-Id header is required");
+    }
+    if (request.method === "DELETE") {
+      if (!(await sessions.end(identity.subject, sessionId))) {
+        throw new KbError("ERR_SESSION_NOT_FOUND", "Session not found");
+      }
+      log("info", { event: "mcp.session.ended", requestId, tenant: identity.tenant, subject: identity.subject });
+      return new Response(null, { status: 204 });
+    }
+    const session = await sessions.touch(identity.subject, sessionId, now);
+    if (!session) throw new KbError("ERR_SESSION_NOT_FOUND", "Session not found");
+    // No standalone server-to-client stream is offered (the spec allows 405 for GET).
+    if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    if (request.method !== "POST") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    const version = request.headers.get("mcp-protocol-version") ?? session.protocolVersion;
+    const response = await this.#legacyHandler(identity, requestId, version, config)(request, { parsedBody });
+    return withHeader(response, "mcp-session-id", sessionId);
+  }
+
+  #legacyHandler(identity: Identity, requestId: string, version: string, config: Config) {
+    return legacyStatelessFallback(
+      async () => {
+        const scope = await this.#scope(identity, requestId, "legacy", version);
+        return createTenantMcpServer(scope, scope.requestStateKey);
+      },
+      undefined,
+      { maxRequestBodySize: config.maxBodyBytes },
+    );
+  }
+
+  async #scope(
+    identity: Identity,
+    requestId: string,
+    era: "legacy" | "modern",
+    protocolVersion: string,
+  ): Promise<RequestScope & { requestStateKey: Uint8Array }> {
+    const handles = await HandleCodec.create(this.#secret(identity.tenant, "handle-mac-key"), identity);
+    return {
+      identity,
+      era,
+      protocolVersion,
+      requestId,
+      handles,
+      requestStateKey: this.#secret(identity.tenant, "request-state-key"),
+    };
+  }
+
+  /** A per-tenant random secret, created on first use and kept in this tenant's storage only. */
+  #secret(tenant: string, name: string): Uint8Array {
+    const row = this.ctx.storage.sql
+      .exec<{ value: ArrayBuffer }>(`SELECT value FROM tenant_secrets WHERE tenant = ? AND name = ?`, tenant, name)
+      .toArray()[0];
+    if (row) return new Uint8Array(row.value);
+    const value = crypto.getRandomValues(new Uint8Array(32));
+    this.ctx.storage.sql.exec(
+      `INSERT INTO tenant_secrets (tenant, name, value, created_at) VALUES (?, ?, ?, ?)`,
+      tenant,
+      name,
+      value,
+      Date.now(),
+    );
+    return value;
+  }
+
+  /**
+   * Defence in depth: the edge chose this object by `idFromName(identity.tenant)`, so a mismatch means a routing
+   * bug or a forged call. The object also remembers the first tenant it served and refuses any other.
+   */
+  #assertOwnTenant(identity: Identity, requestId: string, config: Config): void {
+    const valid =
+      typeof identity?.tenant === "string" &&
+      TENANT_PATTERN.test(identity.tenant) &&
+      typeof identity.subject === "string" &&
+      SUBJECT_PATTERN.test(identity.subject) &&
+      this.env.TENANT_SERVER.idFromName(identity.tenant).equals(this.ctx.id);
+    const bound = valid ? this.#bindTenant(identity.tenant) : null;
+    if (!valid || bound !== identity.tenant) {
+      log("warn", { event: "tenant.mismatch", requestId, tenant: bound ?? undefined, outcome: "rejected" });
+      throw new KbError("ERR_TENANT_MISMATCH", "Forbidden");
+    }
+    if ((identity.expiresAt + config.clockToleranceS) * 1000 <= Date.now()) {
+      throw new KbError("ERR_TOKEN_EXPIRED", "token expired");
+    }
+  }
+
+  #bindTenant(tenant: string): string {
+    const sql = this.ctx.storage.sql;
+    sql.exec(`INSERT INTO tenant_meta (key, value) VALUES ('tenant', ?) ON CONFLICT (key) DO NOTHING`, tenant);
+    return sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'tenant'`).one().value;
+  }
+}
+
+function withHeader(response: Response, name: string, value: string): Response {
+  const copy = new Response(response.body, response);
+  copy.headers.set(name, value);
+  return copy;
+}

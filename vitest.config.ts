@@ -1,0 +1,45 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { exportJWK, generateKeyPair } from "jose";
+import { defineConfig } from "vitest/config";
+
+// Test keys are generated per run and exist only in memory: the Worker trusts the public halves (AUTH_JWKS), and
+// tests sign tokens with the private halves (TEST_PRIVATE_JWKS). The attacker key is never trusted.
+async function keyPair(alg: string, kid: string, options: Record<string, unknown> = {}) {
+  const { publicKey, privateKey } = await generateKeyPair(alg, { extractable: true, ...options });
+  const pub = { ...(await exportJWK(publicKey)), kid, alg, use: "sig" };
+  const priv = { ...(await exportJWK(privateKey)), kid, alg };
+  return { pub, priv };
+}
+
+const trusted = await Promise.all([
+  keyPair("ES256", "test-es256"),
+  keyPair("RS256", "test-rs256", { modulusLength: 2048 }),
+  keyPair("EdDSA", "test-eddsa", { crv: "Ed25519" }),
+]);
+const attacker = await keyPair("ES256", "test-es256");
+
+export default defineConfig({
+  plugins: [
+    cloudflareTest({
+      wrangler: { configPath: "./wrangler.toml" },
+      miniflare: {
+        bindings: {
+          ENVIRONMENT: "test",
+          MCP_RESOURCE: "https://kb.test/mcp",
+          AUTH_ISSUER: "https://issuer.test/",
+          AUTH_JWKS: JSON.stringify({ keys: trusted.map((k) => k.pub) }),
+          ALLOWED_ORIGINS: "https://app.kb.test",
+          ALLOWED_HOSTS: "kb.test",
+          MAX_BODY_BYTES: "65536",
+          MAX_SESSIONS_PER_SUBJECT: "4",
+          TEST_PRIVATE_JWKS: JSON.stringify(trusted.map((k) => k.priv)),
+          TEST_ATTACKER_JWK: JSON.stringify(attacker.priv),
+        },
+      },
+    }),
+  ],
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 30_000,
+  },
+});
