@@ -6,7 +6,19 @@ import { KbError } from "./errors";
 export const DEV_ISSUER = "https://dev-issuer.invalid";
 
 /** Only asymmetric JWS algorithms can be allowed: a symmetric key would have to be shared with every verifier. */
-export const ASYMMETRIC_ALGORITHMS = ["ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA", "Ed25519"] as const;
+export const ASYMMETRIC_ALGORITHMS = [
+  "ES256",
+  "ES384",
+  "ES512",
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "EdDSA",
+  "Ed25519",
+] as const;
 
 export const MCP_PATH = "/mcp";
 export const MAX_TOKEN_BYTES = 8192;
@@ -17,7 +29,9 @@ export interface Config {
   readonly resourceOrigin: string;
   readonly issuer: string;
   readonly authorizationServers: readonly string[];
-  readonly jwks: { readonly kind: "inline"; readonly keys: JsonWebKeySet } | { readonly kind: "remote"; readonly url: string };
+  readonly jwks:
+    | { readonly kind: "inline"; readonly keys: JsonWebKeySet }
+    | { readonly kind: "remote"; readonly url: string };
   readonly algorithms: readonly string[];
   readonly tokenTyp: string | null;
   readonly clockToleranceS: number;

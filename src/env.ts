@@ -22,8 +22,14 @@ export interface Env {
   readonly MAX_SESSIONS_PER_SUBJECT?: string;
 }
 
+type WorkerBindings = Env;
+
 declare global {
   namespace Cloudflare {
-    interface Env extends import("./env").Env {}
+    interface Env extends WorkerBindings {}
+    interface GlobalProps {
+      mainModule: typeof import("./index");
+      durableNamespaces: "TenantServer";
+    }
   }
 }

@@ -1,5 +1,5 @@
-import { createMcpHandler, isLegacyRequest, legacyStatelessFallback } from "@modelcontextprotocol/server";
 import { DurableObject } from "cloudflare:workers";
+import { createMcpHandler, isLegacyRequest, legacyStatelessFallback } from "@modelcontextprotocol/server";
 import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "../auth/identity";
 import { type Config, loadConfig } from "../config";
 import type { Env } from "../env";
@@ -13,7 +13,9 @@ import { createTenantMcpServer } from "../mcp/server-factory";
 import { SessionStore } from "../mcp/sessions";
 import { migrate } from "./schema";
 
-const LEGACY_VERSIONS = SUPPORTED_PROTOCOL_VERSIONS.filter((version) => version !== MODERN_PROTOCOL_VERSION);
+const LEGACY_VERSIONS: readonly string[] = SUPPORTED_PROTOCOL_VERSIONS.filter(
+  (version) => version !== MODERN_PROTOCOL_VERSION,
+);
 const DEFAULT_LEGACY_VERSION = "2025-11-25";
 
 /**

@@ -17,7 +17,8 @@ export function registerWhoami(server: McpServer, scope: RequestScope): void {
     "whoami",
     {
       title: "Who am I",
-      description: "Returns the tenant, subject and scopes of the verified caller, and the MCP protocol revision in use.",
+      description:
+        "Returns the tenant, subject and scopes of the verified caller, and the MCP protocol revision in use.",
       inputSchema: z.object({}).strict(),
       outputSchema: whoamiOutput,
       annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
