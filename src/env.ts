@@ -20,6 +20,12 @@ export interface Env {
   readonly MAX_BODY_BYTES?: string;
   readonly SESSION_IDLE_TTL_S?: string;
   readonly MAX_SESSIONS_PER_SUBJECT?: string;
+  /** Vector placement per tenant (src/kb/placement.ts); Vectorize bindings are looked up by the names it gives. */
+  readonly VECTOR_PLACEMENT?: string;
+  readonly EMBEDDER?: string;
+  readonly AI?: unknown;
+  readonly AI_MODEL?: string;
+  readonly AI_DIMENSIONS?: string;
 }
 
 type WorkerBindings = Env;

@@ -25,6 +25,10 @@ export const ERROR_CODES = {
   // 4xx transport errors.
   ERR_PROTOCOL_VERSION: 400,
   ERR_BAD_REQUEST: 400,
+  // Tool-level errors: returned as JSON-RPC invalid-params / not-found inside a 200 response.
+  ERR_INVALID_PARAMS: 400,
+  ERR_ATOM_NOT_FOUND: 404,
+  ERR_LIMIT: 400,
   ERR_SESSION_REQUIRED: 400,
   ERR_SESSION_NOT_FOUND: 404,
   ERR_NOT_FOUND: 404,
@@ -50,6 +54,16 @@ export class KbError extends Error {
 
   get status(): number {
     return ERROR_CODES[this.code];
+  }
+}
+
+/** 403 insufficient_scope, naming the scopes the request needs (RFC 6750 section 3.1). */
+export class InsufficientScopeError extends KbError {
+  readonly scopes: readonly string[];
+
+  constructor(scopes: readonly string[]) {
+    super("ERR_INSUFFICIENT_SCOPE", `This request requires scope: ${scopes.join(" ")}`);
+    this.scopes = scopes;
   }
 }
 

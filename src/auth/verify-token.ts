@@ -1,4 +1,12 @@
-import { decodeProtectedHeader, errors, type JWTPayload, type JWTVerifyGetKey, jwtVerify } from "jose";
+import {
+  type CompactJWSHeaderParameters,
+  compactVerify,
+  decodeProtectedHeader,
+  errors,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  jwtVerify,
+} from "jose";
 import { type Config, MAX_TOKEN_BYTES } from "../config";
 import { type ErrorCode, KbError } from "../errors";
 import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
@@ -26,27 +34,10 @@ export async function verifyAccessToken(
   keys: JWTVerifyGetKey,
   options: VerifyOptions = {},
 ): Promise<Identity> {
-  if (!token) throw fail("ERR_TOKEN_MISSING", "no access token");
-  if (token.length > MAX_TOKEN_BYTES) throw fail("ERR_TOKEN_TOO_LARGE", "access token too large");
-  if (!COMPACT_JWS.test(token)) throw fail("ERR_TOKEN_MALFORMED", "not a compact JWS");
-
-  let header: ReturnType<typeof decodeProtectedHeader>;
-  try {
-    header = decodeProtectedHeader(token);
-  } catch {
-    throw fail("ERR_TOKEN_MALFORMED", "unreadable JWS header");
-  }
-  if (typeof header.alg !== "string" || !config.algorithms.includes(header.alg)) {
-    throw fail("ERR_TOKEN_ALG", "algorithm not allowed");
-  }
-  if (header.kid !== undefined && (typeof header.kid !== "string" || !KID_PATTERN.test(header.kid))) {
-    throw fail("ERR_TOKEN_KEY", "unusable key id");
-  }
-  // No JWS extensions are understood here, so any `crit` makes the token unverifiable (RFC 7515 section 4.1.11).
-  if (header.crit !== undefined) throw fail("ERR_TOKEN_MALFORMED", "critical header extensions are not supported");
-
+  checkJwsPolicy(token, config.algorithms);
   let payload: JWTPayload;
   try {
+    // jwtVerify runs the same compact JWS verification as verifyJwsSignature (jose's compactVerify), then the claims.
     ({ payload } = await jwtVerify(token, keys, {
       issuer: config.issuer,
       audience: config.resource,
@@ -57,7 +48,7 @@ export async function verifyAccessToken(
       ...(options.currentDate ? { currentDate: options.currentDate } : {}),
     }));
   } catch (error) {
-    throw mapJoseError(error, config);
+    throw mapJoseError(error, config.jwks.kind === "remote");
   }
 
   const tenant = claimAtPath(payload, config.tenantClaim);
@@ -78,6 +69,51 @@ export async function verifyAccessToken(
     tokenId: jti ?? null,
     expiresAt: payload.exp,
   };
+}
+
+/**
+ * The JWS layer of the verifier on its own: the header policy (checkJwsPolicy) and the signature, nothing about
+ * claims. verifyAccessToken applies the same policy and the same jose verification; this entry point exists so that
+ * generic JWS test vectors (Wycheproof), whose payloads are not JWT claim sets, exercise that layer directly.
+ */
+export async function verifyJwsSignature(
+  token: string,
+  algorithms: readonly string[],
+  keys: JWTVerifyGetKey,
+  options: { readonly remoteKeys?: boolean } = {},
+): Promise<{ readonly payload: Uint8Array; readonly protectedHeader: CompactJWSHeaderParameters }> {
+  checkJwsPolicy(token, algorithms);
+  try {
+    const { payload, protectedHeader } = await compactVerify(token, keys, { algorithms: [...algorithms] });
+    return { payload, protectedHeader };
+  } catch (error) {
+    throw mapJoseError(error, options.remoteKeys ?? false);
+  }
+}
+
+/**
+ * Checks what can be checked before any key is looked up: size, compact serialization (JSON serialization and
+ * unencoded payloads are refused), the algorithm allow-list, a sane `kid`, and no `crit`. Throws a KbError.
+ */
+export function checkJwsPolicy(token: string, algorithms: readonly string[]): void {
+  if (!token) throw fail("ERR_TOKEN_MISSING", "no access token");
+  if (token.length > MAX_TOKEN_BYTES) throw fail("ERR_TOKEN_TOO_LARGE", "access token too large");
+  if (!COMPACT_JWS.test(token)) throw fail("ERR_TOKEN_MALFORMED", "not a compact JWS");
+
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    throw fail("ERR_TOKEN_MALFORMED", "unreadable JWS header");
+  }
+  if (typeof header.alg !== "string" || !algorithms.includes(header.alg)) {
+    throw fail("ERR_TOKEN_ALG", "algorithm not allowed");
+  }
+  if (header.kid !== undefined && (typeof header.kid !== "string" || !KID_PATTERN.test(header.kid))) {
+    throw fail("ERR_TOKEN_KEY", "unusable key id");
+  }
+  // No JWS extensions are understood here, so any `crit` makes the token unverifiable (RFC 7515 section 4.1.11).
+  if (header.crit !== undefined) throw fail("ERR_TOKEN_MALFORMED", "critical header extensions are not supported");
 }
 
 /** Extracts the bearer token from the Authorization header only (RFC 6750 section 2.1). */
@@ -116,11 +152,11 @@ function parseScopes(payload: JWTPayload): string[] {
   return [...new Set(scopes as string[])];
 }
 
-function mapJoseError(error: unknown, config: Config): KbError {
+function mapJoseError(error: unknown, remoteKeys: boolean): KbError {
   if (error instanceof KbError) return error;
   if (!(error instanceof errors.JOSEError)) {
     // Remote key sets fail with network errors; never treat that as "valid", never leak it.
-    return config.jwks.kind === "remote"
+    return remoteKeys
       ? fail("ERR_AUTH_UNAVAILABLE", "key set unavailable", error)
       : fail("ERR_TOKEN_MALFORMED", "token could not be verified", error);
   }
@@ -128,8 +164,11 @@ function mapJoseError(error: unknown, config: Config): KbError {
     case "ERR_JWT_EXPIRED":
       return fail("ERR_TOKEN_EXPIRED", "token expired", error);
     case "ERR_JWT_CLAIM_VALIDATION_FAILED": {
-      const claim = (error as errors.JWTClaimValidationFailed).claim;
-      if (claim === "nbf" || claim === "iat") return fail("ERR_TOKEN_NOT_YET_VALID", "token not yet valid", error);
+      const { claim, reason } = error as errors.JWTClaimValidationFailed;
+      // Only a failed time check means "not yet valid"; an `nbf` that is not a number is a malformed claim.
+      if ((claim === "nbf" || claim === "iat") && reason === "check_failed") {
+        return fail("ERR_TOKEN_NOT_YET_VALID", "token not yet valid", error);
+      }
       return fail("ERR_TOKEN_CLAIMS", `claim check failed: ${claim}`, error);
     }
     case "ERR_JOSE_ALG_NOT_ALLOWED":

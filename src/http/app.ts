@@ -6,7 +6,7 @@ import { protectedResourceMetadata } from "../auth/resource-metadata";
 import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
 import { type Config, loadConfig, MCP_PATH } from "../config";
 import type { Env } from "../env";
-import { KbError } from "../errors";
+import { InsufficientScopeError, KbError } from "../errors";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
 import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH, toKbError } from "./error-response";
@@ -18,7 +18,6 @@ export interface AppVariables {
   config: Config | null;
   identity: Identity | null;
   tokenSent: boolean;
-  missingScopes: readonly string[];
 }
 
 export type AppEnv = { Bindings: Env; Variables: AppVariables };
@@ -37,7 +36,6 @@ export function createApp(): Hono<AppEnv> {
     c.set("config", null);
     c.set("identity", null);
     c.set("tokenSent", false);
-    c.set("missingScopes", []);
     c.set("config", loadConfig(c.env));
     await next();
     c.res.headers.set("x-request-id", c.var.requestId);
@@ -71,7 +69,6 @@ export function createApp(): Hono<AppEnv> {
       requestId: c.var.requestId,
       config: c.var.config ?? null,
       tokenSent: c.var.tokenSent ?? false,
-      scopes: c.var.missingScopes,
     });
   });
 
@@ -101,11 +98,7 @@ export function createApp(): Hono<AppEnv> {
     const token = bearerFromRequest(request);
     const identity = await verifyAccessToken(token, config, keyResolver(config));
     c.set("identity", identity);
-    const missing = hasScopes(identity, config.requiredScopes);
-    if (missing.length) {
-      c.set("missingScopes", config.requiredScopes);
-      throw new KbError("ERR_INSUFFICIENT_SCOPE", "insufficient scope");
-    }
+    if (hasScopes(identity, config.requiredScopes).length) throw new InsufficientScopeError(config.requiredScopes);
 
     let body: ArrayBuffer | null = null;
     if (request.method === "POST") {

@@ -1,5 +1,5 @@
 import type { Config } from "../config";
-import { type ErrorCode, isKbError, KbError } from "../errors";
+import { type ErrorCode, InsufficientScopeError, isKbError, KbError } from "../errors";
 
 /** The one place that turns an error into an HTTP response. Bodies never carry stack traces or secrets. */
 export interface ErrorContext {
@@ -7,8 +7,6 @@ export interface ErrorContext {
   readonly config: Config | null;
   /** Whether the client sent a token (RFC 6750: `error="invalid_token"` only then). */
   readonly tokenSent: boolean;
-  /** Scopes to name in an insufficient_scope challenge. */
-  readonly scopes?: readonly string[];
 }
 
 export const PROTECTED_RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource";
@@ -49,7 +47,7 @@ export function errorResponse(error: KbError, context: ErrorContext): Response {
       ? { error: "invalid_token", error_description: "The access token is invalid or expired." }
       : { error: "invalid_request", error_description: "An access token is required." };
   } else if (error.code === "ERR_INSUFFICIENT_SCOPE" && context.config) {
-    const scope = (context.scopes ?? []).join(" ");
+    const scope = (error instanceof InsufficientScopeError ? error.scopes : context.config.requiredScopes).join(" ");
     headers.set(
       "www-authenticate",
       `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${resourceMetadataUrl(context.config)}"`,

@@ -1,5 +1,7 @@
 import { createRequestStateCodec, McpServer, type ServerContext } from "@modelcontextprotocol/server";
+import type { KnowledgeBase } from "../kb/knowledge-base";
 import type { RequestScope } from "./request-scope";
+import { registerKbTools } from "./tools/kb-tools";
 import { registerWhoami } from "./tools/whoami";
 
 export const SERVER_INFO = { name: "tenant-mcp-kb", version: "0.1.0" } as const;
@@ -11,7 +13,7 @@ const PRIVATE = { ttlMs: 0, cacheScope: "private" } as const;
  * Builds a fresh MCP server for one request of one verified caller. Nothing is shared between instances: the
  * factory runs per request, inside the caller's tenant object.
  */
-export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint8Array): McpServer {
+export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint8Array, kb: KnowledgeBase): McpServer {
   // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
   // and method, so state minted for one caller is refused for any other.
   const requestState = createRequestStateCodec({
@@ -20,7 +22,7 @@ export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint
     bind: (ctx: ServerContext) => `${scope.identity.tenant}\0${scope.identity.subject}\0${ctx.mcpReq.method}`,
   });
   const server = new McpServer(SERVER_INFO, {
-    capabilities: { tools: {} },
+    capabilities: { tools: {}, resources: {} },
     instructions: "Tenant-scoped knowledge server. Every call is confined to the tenant named in your access token.",
     cacheHints: {
       "tools/list": PRIVATE,
@@ -33,5 +35,6 @@ export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint
     requestState: { verify: requestState.verify },
   });
   registerWhoami(server, scope);
+  registerKbTools(server, scope, kb);
   return server;
 }

@@ -2,7 +2,7 @@
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -26,6 +26,52 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, subject, session_hash)
    )`,
   `CREATE INDEX IF NOT EXISTS mcp_sessions_by_age ON mcp_sessions (tenant, subject, last_seen_at)`,
+  // Knowledge base (docs/storage.md). `seq` orders atoms for listing; cursors carry the last seq seen.
+  `CREATE TABLE IF NOT EXISTS atoms (
+     tenant       TEXT NOT NULL,
+     id           TEXT NOT NULL,
+     seq          INTEGER NOT NULL,
+     title        TEXT,
+     source       TEXT,
+     tags         TEXT NOT NULL,
+     text         TEXT NOT NULL,
+     content_hash TEXT NOT NULL,
+     created_at   INTEGER NOT NULL,
+     updated_at   INTEGER NOT NULL,
+     PRIMARY KEY (tenant, id)
+   )`,
+  `CREATE UNIQUE INDEX IF NOT EXISTS atoms_by_seq ON atoms (tenant, seq)`,
+  `CREATE INDEX IF NOT EXISTS atoms_by_source ON atoms (tenant, source)`,
+  `CREATE TABLE IF NOT EXISTS atom_tags (
+     tenant  TEXT NOT NULL,
+     tag     TEXT NOT NULL,
+     atom_id TEXT NOT NULL,
+     PRIMARY KEY (tenant, tag, atom_id)
+   )`,
+  `CREATE INDEX IF NOT EXISTS atom_tags_by_atom ON atom_tags (tenant, atom_id)`,
+  `CREATE TABLE IF NOT EXISTS local_vectors (
+     tenant  TEXT NOT NULL,
+     atom_id TEXT NOT NULL,
+     q8      BLOB NOT NULL,
+     scale   REAL NOT NULL,
+     f32     BLOB NOT NULL,
+     PRIMARY KEY (tenant, atom_id)
+   )`,
+  `CREATE TABLE IF NOT EXISTS vectorize_ids (
+     tenant    TEXT NOT NULL,
+     vector_id TEXT NOT NULL,
+     atom_id   TEXT NOT NULL,
+     PRIMARY KEY (tenant, vector_id)
+   )`,
+  `CREATE UNIQUE INDEX IF NOT EXISTS vectorize_ids_by_atom ON vectorize_ids (tenant, atom_id)`,
+  `CREATE TABLE IF NOT EXISTS embedding_cache (
+     tenant       TEXT NOT NULL,
+     model        TEXT NOT NULL,
+     content_hash TEXT NOT NULL,
+     vector       BLOB NOT NULL,
+     created_at   INTEGER NOT NULL,
+     PRIMARY KEY (tenant, model, content_hash)
+   )`,
 ];
 
 export function migrate(sql: SqlStorage): void {

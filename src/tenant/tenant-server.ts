@@ -3,14 +3,21 @@ import { createMcpHandler, isLegacyRequest, legacyStatelessFallback } from "@mod
 import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "../auth/identity";
 import { type Config, loadConfig } from "../config";
 import type { Env } from "../env";
-import { KbError } from "../errors";
+import { InsufficientScopeError, KbError } from "../errors";
 import { errorResponse, toKbError } from "../http/error-response";
 import { MODERN_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "../http/transport-guards";
+import { EmbeddingCache } from "../kb/embedding-cache";
+import { KnowledgeBase } from "../kb/knowledge-base";
+import { LIMITS } from "../kb/limits";
+import { LocalVectorIndex } from "../kb/local-index";
+import { embedderFor, placementFor } from "../kb/placement";
+import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import type { RequestScope } from "../mcp/request-scope";
 import { createTenantMcpServer } from "../mcp/server-factory";
 import { SessionStore } from "../mcp/sessions";
+import { requiredScopes } from "../mcp/tool-scopes";
 import { migrate } from "./schema";
 
 const LEGACY_VERSIONS: readonly string[] = SUPPORTED_PROTOCOL_VERSIONS.filter(
@@ -24,6 +31,9 @@ const DEFAULT_LEGACY_VERSION = "2025-11-25";
  * edge, which verified the token; the object re-checks that the identity's tenant is the one it was created for.
  */
 export class TenantServer extends DurableObject<Env> {
+  /** This tenant's knowledge base; its local vector index stays loaded for the object's lifetime. */
+  #kb: KnowledgeBase | null = null;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => migrate(ctx.storage.sql));
@@ -52,6 +62,8 @@ export class TenantServer extends DurableObject<Env> {
     } catch {
       parsedBody = undefined;
     }
+    const missing = requiredScopes(parsedBody).filter((scope) => !identity.scopes.includes(scope));
+    if (missing.length) throw new InsufficientScopeError(missing);
     const forward = new Request(request.url, {
       method: request.method,
       headers: request.headers,
@@ -60,7 +72,8 @@ export class TenantServer extends DurableObject<Env> {
     const legacy = await isLegacyRequest(forward.clone(), parsedBody, { maxRequestBodySize: config.maxBodyBytes });
     if (!legacy) {
       const scope = await this.#scope(identity, requestId, "modern", MODERN_PROTOCOL_VERSION);
-      const handler = createMcpHandler(() => createTenantMcpServer(scope, scope.requestStateKey), {
+      const kb = this.#knowledgeBase(identity.tenant);
+      const handler = createMcpHandler(() => createTenantMcpServer(scope, scope.requestStateKey, kb), {
         legacy: "reject",
         maxRequestBodySize: config.maxBodyBytes,
       });
@@ -132,7 +145,7 @@ export class TenantServer extends DurableObject<Env> {
     return legacyStatelessFallback(
       async () => {
         const scope = await this.#scope(identity, requestId, "legacy", version);
-        return createTenantMcpServer(scope, scope.requestStateKey);
+        return createTenantMcpServer(scope, scope.requestStateKey, this.#knowledgeBase(identity.tenant));
       },
       undefined,
       { maxRequestBodySize: config.maxBodyBytes },
@@ -154,6 +167,27 @@ export class TenantServer extends DurableObject<Env> {
       handles,
       requestStateKey: this.#secret(identity.tenant, "request-state-key"),
     };
+  }
+
+  #knowledgeBase(tenant: string): KnowledgeBase {
+    if (this.#kb) return this.#kb;
+    const sql = this.ctx.storage.sql;
+    const embedder = embedderFor(this.env);
+    const placement = placementFor(this.env, tenant);
+    const store =
+      placement.kind === "local"
+        ? new LocalVectorIndex(sql, tenant, embedder.dimensions)
+        : new VectorizeVectorStore(sql, tenant, placement.vectorize, embedder.dimensions);
+    this.#kb = new KnowledgeBase({
+      sql,
+      transaction: (fn) => this.ctx.storage.transactionSync(fn),
+      tenant,
+      store,
+      embedder,
+      cache: new EmbeddingCache(sql, tenant),
+      maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
+    });
+    return this.#kb;
   }
 
   /** A per-tenant random secret, created on first use and kept in this tenant's storage only. */
