@@ -35,6 +35,9 @@ export const ERROR_CODES = {
   ERR_METHOD_NOT_ALLOWED: 405,
   ERR_BODY_TOO_LARGE: 413,
   ERR_CONTENT_TYPE: 415,
+  // Crypto: a ciphertext or wrapped key failed authentication (tampered, truncated, wrong key or context).
+  ERR_DECRYPT: 500,
+  ERR_KEY_UNAVAILABLE: 503,
   // 5xx: fail closed without detail.
   ERR_AUTH_UNAVAILABLE: 503,
   ERR_CONFIG: 503,
