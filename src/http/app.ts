@@ -111,7 +111,10 @@ export function createApp(): Hono<AppEnv> {
       identity,
       c.var.requestId,
     );
-    return new Response(response.body, response);
+    const out = new Response(response.body, response);
+    // Tenant data: never stored by a shared cache, whatever the protocol era.
+    out.headers.set("cache-control", "no-store");
+    return out;
   });
 
   app.notFound((c) =>

@@ -52,7 +52,9 @@ export class HandleCodec {
     };
     const body = base64url(new TextEncoder().encode(JSON.stringify(payload)));
     const mac = new Uint8Array(await crypto.subtle.sign("HMAC", this.#key, macInput(body)));
-    return `${PREFIX}.${body}.${base64url(mac)}`;
+    const handle = `${PREFIX}.${body}.${base64url(mac)}`;
+    if (handle.length > MAX_HANDLE_LENGTH) throw new RangeError("handle data too large");
+    return handle;
   }
 
   async open<T>(kind: string, handle: unknown, now = Date.now()): Promise<T | null> {
@@ -72,6 +74,8 @@ export class HandleCodec {
       return null;
     }
     if (
+      typeof payload !== "object" ||
+      payload === null ||
       payload.t !== this.#identity.tenant ||
       payload.s !== this.#identity.subject ||
       payload.k !== kind ||

@@ -107,17 +107,24 @@ export class TenantServer extends DurableObject<Env> {
       (parsedBody as { method?: unknown }).method === "initialize";
 
     if (isInitialize) {
-      const requested = (parsedBody as { params?: { protocolVersion?: unknown } }).params?.protocolVersion;
-      const version =
-        typeof requested === "string" && LEGACY_VERSIONS.includes(requested) ? requested : DEFAULT_LEGACY_VERSION;
-      const newId = await sessions.create(identity.subject, version, now);
-      const response = await this.#legacyHandler(identity, requestId, version, config)(request, { parsedBody });
-      if (response.status >= 400) {
-        await sessions.end(identity.subject, newId);
-        return response;
+      const id = (parsedBody as { id?: unknown }).id;
+      if (typeof id !== "string" && typeof id !== "number") {
+        throw new KbError("ERR_BAD_REQUEST", "Bad Request: initialize must be a request with an id");
       }
+      const requested = (parsedBody as { params?: { protocolVersion?: unknown } }).params?.protocolVersion;
+      const offered =
+        typeof requested === "string" && LEGACY_VERSIONS.includes(requested) ? requested : DEFAULT_LEGACY_VERSION;
+      const response = await this.#legacyHandler(identity, requestId, offered, config)(request, { parsedBody });
+      // A session exists only for a handshake that succeeded: the answer must be a result for this request id.
+      const text = await response.text();
+      const result = initializeResult(text, id);
+      const copy = new Response(text, response);
+      if (response.status >= 400 || !result) return copy;
+      const version = LEGACY_VERSIONS.includes(result.protocolVersion) ? result.protocolVersion : offered;
+      const newId = await sessions.create(identity.subject, version, now);
       log("info", { event: "mcp.session.created", requestId, tenant: identity.tenant, subject: identity.subject });
-      return withHeader(response, "mcp-session-id", newId);
+      copy.headers.set("mcp-session-id", newId);
+      return copy;
     }
 
     if (!sessionId) {
@@ -136,8 +143,18 @@ export class TenantServer extends DurableObject<Env> {
     // No standalone server-to-client stream is offered (the spec allows 405 for GET).
     if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
     if (request.method !== "POST") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
-    const version = request.headers.get("mcp-protocol-version") ?? session.protocolVersion;
-    const response = await this.#legacyHandler(identity, requestId, version, config)(request, { parsedBody });
+    const header = request.headers.get("mcp-protocol-version");
+    if (header !== null && header !== session.protocolVersion) {
+      throw new KbError("ERR_PROTOCOL_VERSION", "Bad Request: MCP-Protocol-Version differs from the session's");
+    }
+    const response = await this.#legacyHandler(
+      identity,
+      requestId,
+      session.protocolVersion,
+      config,
+    )(request, {
+      parsedBody,
+    });
     return withHeader(response, "mcp-session-id", sessionId);
   }
 
@@ -233,6 +250,27 @@ export class TenantServer extends DurableObject<Env> {
     sql.exec(`INSERT INTO tenant_meta (key, value) VALUES ('tenant', ?) ON CONFLICT (key) DO NOTHING`, tenant);
     return sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'tenant'`).one().value;
   }
+}
+
+/** The InitializeResult for request `id` in a JSON or SSE response body, or null. */
+function initializeResult(body: string, id: string | number): { protocolVersion: string } | null {
+  const candidates = body.trimStart().startsWith("{")
+    ? [body]
+    : body
+        .split("\n")
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5));
+  for (const candidate of candidates) {
+    try {
+      const message = JSON.parse(candidate) as { id?: unknown; result?: { protocolVersion?: unknown } };
+      if (message.id === id && typeof message.result?.protocolVersion === "string") {
+        return { protocolVersion: message.result.protocolVersion };
+      }
+    } catch {
+      // not JSON: not a result
+    }
+  }
+  return null;
 }
 
 function withHeader(response: Response, name: string, value: string): Response {
