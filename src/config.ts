@@ -65,13 +65,11 @@ const intInRange = (raw: string | undefined, fallback: number, min: number, max:
 };
 
 const httpsUrl = (production: boolean) =>
-  z
-    .string()
-    .url()
-    .refine((value) => {
-      const url = new URL(value);
-      return (url.protocol === "https:" || (!production && url.protocol === "http:")) && !url.hash && !url.search;
-    }, "must be an absolute https URL without query or fragment");
+  z.string().refine((value) => {
+    if (!URL.canParse(value)) return false;
+    const url = new URL(value);
+    return (url.protocol === "https:" || (!production && url.protocol === "http:")) && !url.hash && !url.search;
+  }, "must be an absolute https URL without query or fragment");
 
 const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1).max(100) });
 
@@ -83,8 +81,9 @@ export function loadConfig(env: Env): Config {
   const production = env.ENVIRONMENT === "production";
   const issuer = env.AUTH_ISSUER ?? "";
   if (!issuer) throw new KbError("ERR_CONFIG", "AUTH_ISSUER is required");
-  if (production && issuer === DEV_ISSUER) {
-    throw new KbError("ERR_CONFIG", "the dev issuer is refused when ENVIRONMENT is production");
+  if (production && (!httpsUrl(true).safeParse(issuer).success || new URL(issuer).hostname.endsWith(".invalid"))) {
+    // Covers the dev issuer (https://dev-issuer.invalid) in any spelling.
+    throw new KbError("ERR_CONFIG", "AUTH_ISSUER must be an https URL in production (the dev issuer is refused)");
   }
   const resource = httpsUrl(production).safeParse(env.MCP_RESOURCE);
   if (!resource.success) throw new KbError("ERR_CONFIG", "MCP_RESOURCE must be the canonical URL of the MCP endpoint");
@@ -108,6 +107,8 @@ export function loadConfig(env: Env): Config {
       // Private or symmetric key material has no place in a verifier's configuration.
       throw new KbError("ERR_CONFIG", "AUTH_JWKS must hold public asymmetric keys only");
     }
+    const kids = keys.data.keys.map((key) => key.kid).filter((kid) => typeof kid === "string");
+    if (new Set(kids).size !== kids.length) throw new KbError("ERR_CONFIG", "AUTH_JWKS has duplicate kid values");
     jwks = { kind: "inline", keys: keys.data };
   } else {
     throw new KbError("ERR_CONFIG", "AUTH_JWKS_URL or AUTH_JWKS is required");

@@ -1,5 +1,6 @@
-import { createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import { base64url, createLocalJWKSet, createRemoteJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
 import type { Config } from "../config";
+import { KbError } from "../errors";
 
 /** How long a fetched JWKS is trusted, and the minimum pause between refetches (an unknown `kid` can't force more). */
 export const JWKS_CACHE_MAX_AGE_MS = 10 * 60_000;
@@ -16,16 +17,53 @@ const remoteKeySets = new Map<string, JWTVerifyGetKey>();
 /** The verification key resolver for the configured issuer: the inline JWKS, or the remote set with cooldown. */
 export function keyResolver(config: Config): JWTVerifyGetKey {
   if (config.jwks.kind === "inline") {
-    return createLocalJWKSet(config.jwks.keys as unknown as JSONWebKeySet);
+    return refuseWeakKeys(createLocalJWKSet(config.jwks.keys as unknown as JSONWebKeySet));
   }
   let resolver = remoteKeySets.get(config.jwks.url);
   if (!resolver) {
-    resolver = createRemoteJWKSet(new URL(config.jwks.url), {
-      cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
-      cooldownDuration: JWKS_COOLDOWN_MS,
-      timeoutDuration: JWKS_TIMEOUT_MS,
-    });
+    resolver = refuseWeakKeys(
+      createRemoteJWKSet(new URL(config.jwks.url), {
+        cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
+        cooldownDuration: JWKS_COOLDOWN_MS,
+        timeoutDuration: JWKS_TIMEOUT_MS,
+      }),
+    );
     remoteKeySets.set(config.jwks.url, resolver);
   }
   return resolver;
+}
+
+/**
+ * Small primes of the ROCA fingerprint (CVE-2017-15361): the moduli of the factorable Infineon RSA keys are, modulo
+ * each of these primes, a power of 65537. A random modulus passes all of them with negligible probability.
+ */
+const ROCA_PRIMES = [
+  3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97, 101, 103, 107, 109, 113,
+  127, 131, 137, 139, 149, 151, 157, 163, 167,
+];
+
+/** Whether an RSA modulus (big-endian bytes) carries the ROCA fingerprint. */
+export function hasRocaFingerprint(modulus: Uint8Array): boolean {
+  return ROCA_PRIMES.every((prime) => {
+    let residue = 0;
+    for (const byte of modulus) residue = (residue * 256 + byte) % prime;
+    for (let power = 1, i = 0; i < prime; i++, power = (power * 65537) % prime) {
+      if (power === residue) return true;
+    }
+    return false;
+  });
+}
+
+/** Refuses RSA keys with the ROCA fingerprint even if the key set lists them: their private keys are computable. */
+function refuseWeakKeys(resolver: JWTVerifyGetKey): JWTVerifyGetKey {
+  return async (protectedHeader, token) => {
+    const key = await resolver(protectedHeader, token);
+    if (key instanceof CryptoKey && key.algorithm.name.startsWith("RSA")) {
+      const { n } = (await crypto.subtle.exportKey("jwk", key)) as JsonWebKey;
+      if (!n || hasRocaFingerprint(base64url.decode(n))) {
+        throw new KbError("ERR_TOKEN_KEY", "verification key refused (ROCA fingerprint)");
+      }
+    }
+    return key;
+  };
 }

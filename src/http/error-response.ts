@@ -44,7 +44,7 @@ export function errorResponse(error: KbError, context: ErrorContext): Response {
     headers.set("www-authenticate", challenge.join(", "));
     // Deliberately no detail: which check failed is logged, never told to the client.
     body = context.tokenSent
-      ? { error: "invalid_token", error_description: "The access token is invalid or expired." }
+      ? { error: "invalid_token", error_description: "The access token is invalid." }
       : { error: "invalid_request", error_description: "An access token is required." };
   } else if (error.code === "ERR_INSUFFICIENT_SCOPE" && context.config) {
     const scope = (error instanceof InsufficientScopeError ? error.scopes : context.config.requiredScopes).join(" ");

@@ -2,7 +2,7 @@
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -15,6 +15,15 @@ export const SCHEMA = [
      value      BLOB NOT NULL,
      created_at INTEGER NOT NULL,
      PRIMARY KEY (tenant, name)
+   )`,
+  // Data keys, only ever stored wrapped under a master key epoch (src/crypto/key-wrap.ts, docs/crypto.md).
+  `CREATE TABLE IF NOT EXISTS tenant_keys (
+     tenant     TEXT NOT NULL,
+     version    INTEGER NOT NULL,
+     epoch      TEXT NOT NULL,
+     wrapped    BLOB NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (tenant, version)
    )`,
   `CREATE TABLE IF NOT EXISTS mcp_sessions (
      tenant           TEXT NOT NULL,

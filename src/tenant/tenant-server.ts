@@ -122,7 +122,13 @@ export class TenantServer extends DurableObject<Env> {
       if (response.status >= 400 || !result) return copy;
       const version = LEGACY_VERSIONS.includes(result.protocolVersion) ? result.protocolVersion : offered;
       const newId = await sessions.create(identity.subject, version, now);
-      log("info", { event: "mcp.session.created", requestId, tenant: identity.tenant, subject: identity.subject });
+      log("info", {
+        event: "mcp.session.created",
+        requestId,
+        tenant: identity.tenant,
+        subject: identity.subject,
+        outcome: "ok",
+      });
       copy.headers.set("mcp-session-id", newId);
       return copy;
     }
@@ -135,7 +141,13 @@ export class TenantServer extends DurableObject<Env> {
       if (!(await sessions.end(identity.subject, sessionId))) {
         throw new KbError("ERR_SESSION_NOT_FOUND", "Session not found");
       }
-      log("info", { event: "mcp.session.ended", requestId, tenant: identity.tenant, subject: identity.subject });
+      log("info", {
+        event: "mcp.session.ended",
+        requestId,
+        tenant: identity.tenant,
+        subject: identity.subject,
+        outcome: "ok",
+      });
       return new Response(null, { status: 204 });
     }
     const session = await sessions.touch(identity.subject, sessionId, now);

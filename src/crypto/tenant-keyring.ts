@@ -1,0 +1,157 @@
+import { KbError } from "../errors";
+import { unwrapKey, wrapKey } from "./key-wrap";
+import type { MasterKeys } from "./master-keys";
+
+/**
+ * One tenant's data keys (table `tenant_keys`, in that tenant's own object). Keys are random 256-bit values,
+ * versioned, and stored only wrapped under the current master epoch (src/crypto/key-wrap.ts). Unwrapped keys live
+ * in this instance's memory for the object's lifetime and nowhere else: never in logs, errors or responses.
+ *
+ * Purposes get their own HKDF-derived subkeys (`subkey`), so the same data key never serves two constructions.
+ */
+export interface KeyInfo {
+  readonly version: number;
+  readonly epoch: string;
+  readonly createdAt: number;
+  readonly current: boolean;
+}
+
+export type KeyPurpose = "atoms" | "blind-index" | "handles" | "request-state";
+
+export class TenantKeyring {
+  readonly #sql: SqlStorage;
+  readonly #tenant: string;
+  readonly #master: MasterKeys;
+  readonly #keys = new Map<number, Uint8Array>();
+
+  constructor(sql: SqlStorage, tenant: string, master: MasterKeys) {
+    this.#sql = sql;
+    this.#tenant = tenant;
+    this.#master = master;
+  }
+
+  /** The current (newest) data key, created on first use. */
+  async current(now = Date.now()): Promise<{ version: number; key: Uint8Array }> {
+    const version = this.currentVersion() ?? (await this.#create(1, now));
+    return { version, key: await this.key(version) };
+  }
+
+  currentVersion(): number | null {
+    return (
+      this.#sql
+        .exec<{ v: number | null }>(`SELECT MAX(version) AS v FROM tenant_keys WHERE tenant = ?`, this.#tenant)
+        .one().v ?? null
+    );
+  }
+
+  async key(version: number): Promise<Uint8Array> {
+    const cached = this.#keys.get(version);
+    if (cached) return cached;
+    const row = this.#sql
+      .exec<{ epoch: string; wrapped: ArrayBuffer }>(
+        `SELECT epoch, wrapped FROM tenant_keys WHERE tenant = ? AND version = ?`,
+        this.#tenant,
+        version,
+      )
+      .toArray()[0];
+    if (!row) throw new KbError("ERR_KEY_UNAVAILABLE", "key unavailable");
+    const key = await unwrapKey(this.#master, {
+      tenant: this.#tenant,
+      version,
+      epoch: row.epoch,
+      wrapped: new Uint8Array(row.wrapped),
+    });
+    this.#keys.set(version, key);
+    return key;
+  }
+
+  async subkey(version: number, purpose: KeyPurpose): Promise<Uint8Array> {
+    const ikm = await crypto.subtle.importKey("raw", await this.key(version), "HKDF", false, ["deriveBits"]);
+    const bits = await crypto.subtle.deriveBits(
+      {
+        name: "HKDF",
+        hash: "SHA-256",
+        salt: new TextEncoder().encode("tenant-mcp-kb/subkey/v1"),
+        info: new TextEncoder().encode(`${this.#tenant}\0${version}\0${purpose}`),
+      },
+      ikm,
+      256,
+    );
+    return new Uint8Array(bits);
+  }
+
+  /** Starts a new data key version; new writes use it, old versions stay readable until retired. */
+  async rotate(now = Date.now()): Promise<number> {
+    return this.#create((this.currentVersion() ?? 0) + 1, now);
+  }
+
+  list(): KeyInfo[] {
+    const current = this.currentVersion();
+    return this.#sql
+      .exec<{ version: number; epoch: string; created_at: number }>(
+        `SELECT version, epoch, created_at FROM tenant_keys WHERE tenant = ? ORDER BY version`,
+        this.#tenant,
+      )
+      .toArray()
+      .map((row) => ({
+        version: row.version,
+        epoch: row.epoch,
+        createdAt: row.created_at,
+        current: row.version === current,
+      }));
+  }
+
+  /** Rewraps every key not under the current master epoch (data untouched). Returns how many were rewrapped. */
+  async rewrapAll(): Promise<number> {
+    let count = 0;
+    for (const info of this.list()) {
+      if (info.epoch === this.#master.current) continue;
+      const key = await this.key(info.version);
+      const wrapped = await wrapKey(this.#master, this.#tenant, info.version, key);
+      this.#sql.exec(
+        `UPDATE tenant_keys SET epoch = ?, wrapped = ? WHERE tenant = ? AND version = ?`,
+        wrapped.epoch,
+        wrapped.wrapped,
+        this.#tenant,
+        info.version,
+      );
+      count++;
+    }
+    return count;
+  }
+
+  /** Destroys one version (its wrapped copy and the in-memory key). Data under it becomes unreadable. */
+  destroy(version: number): void {
+    this.#sql.exec(`DELETE FROM tenant_keys WHERE tenant = ? AND version = ?`, this.#tenant, version);
+    this.#forget(version);
+  }
+
+  /** Crypto-shred: destroys every version. Returns how many were destroyed. */
+  destroyAll(): number {
+    const versions = this.list().map((info) => info.version);
+    this.#sql.exec(`DELETE FROM tenant_keys WHERE tenant = ?`, this.#tenant);
+    for (const version of versions) this.#forget(version);
+    this.#keys.clear();
+    return versions.length;
+  }
+
+  #forget(version: number): void {
+    this.#keys.get(version)?.fill(0);
+    this.#keys.delete(version);
+  }
+
+  async #create(version: number, now: number): Promise<number> {
+    const key = crypto.getRandomValues(new Uint8Array(32));
+    const wrapped = await wrapKey(this.#master, this.#tenant, version, key);
+    this.#sql.exec(
+      `INSERT INTO tenant_keys (tenant, version, epoch, wrapped, created_at) VALUES (?, ?, ?, ?, ?)`,
+      this.#tenant,
+      version,
+      wrapped.epoch,
+      wrapped.wrapped,
+      now,
+    );
+    this.#keys.set(version, key);
+    return version;
+  }
+}

@@ -1,0 +1,121 @@
+import type { TenantKeyring } from "../crypto/tenant-keyring";
+import { KbError } from "../errors";
+import { hex } from "../util/bytes";
+
+/**
+ * Atom text and metadata at rest: AES-256-GCM under the tenant's "atoms" subkey of a data key version, with the
+ * tenant, atom id and key version as associated data (a sealed row moved to another atom, tenant or version fails
+ * to open). Format: 12-byte IV || ciphertext || tag.
+ *
+ * Filterable values (tags, source) and the content hash are stored as blind tokens: HMAC-SHA-256 under the
+ * tenant's "blind-index" subkey of the same version. Equal values give equal tokens inside one tenant and key
+ * version, which is what filtering needs; nothing readable is stored. Vectors stay in the clear so they can be
+ * searched (docs/crypto.md).
+ */
+export interface AtomFields {
+  readonly title: string | null;
+  readonly source: string | null;
+  readonly tags: string[];
+  readonly text: string;
+}
+
+export type TokenKind = "tag" | "source" | "content";
+
+const IV_BYTES = 12;
+
+export class AtomCipher {
+  readonly #keyring: TenantKeyring;
+  readonly #tenant: string;
+  readonly #aead = new Map<number, CryptoKey>();
+  readonly #mac = new Map<number, CryptoKey>();
+
+  constructor(keyring: TenantKeyring, tenant: string) {
+    this.#keyring = keyring;
+    this.#tenant = tenant;
+  }
+
+  async currentVersion(): Promise<number> {
+    return (await this.#keyring.current()).version;
+  }
+
+  async seal(atomId: string, version: number, fields: AtomFields): Promise<Uint8Array> {
+    const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+    const plaintext = new TextEncoder().encode(JSON.stringify(fields));
+    const sealed = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: this.#aad(atomId, version) },
+        await this.#aeadKey(version),
+        plaintext,
+      ),
+    );
+    const out = new Uint8Array(IV_BYTES + sealed.byteLength);
+    out.set(iv);
+    out.set(sealed, IV_BYTES);
+    return out;
+  }
+
+  async open(atomId: string, version: number, sealed: Uint8Array): Promise<AtomFields> {
+    let plaintext: ArrayBuffer;
+    try {
+      plaintext = await crypto.subtle.decrypt(
+        { name: "AES-GCM", iv: sealed.subarray(0, IV_BYTES), additionalData: this.#aad(atomId, version) },
+        await this.#aeadKey(version),
+        sealed.subarray(IV_BYTES),
+      );
+    } catch {
+      throw new KbError("ERR_DECRYPT", "decryption failed");
+    }
+    return JSON.parse(new TextDecoder().decode(plaintext)) as AtomFields;
+  }
+
+  async token(version: number, kind: TokenKind, value: string): Promise<string> {
+    const mac = await crypto.subtle.sign(
+      "HMAC",
+      await this.#macKey(version),
+      new TextEncoder().encode(`${kind}\0${value}`),
+    );
+    return hex(new Uint8Array(mac)).slice(0, 48);
+  }
+
+  #aad(atomId: string, version: number): Uint8Array {
+    return new TextEncoder().encode(`tenant-mcp-kb/atom/v1\0${this.#tenant}\0${atomId}\0${version}`);
+  }
+
+  async #aeadKey(version: number): Promise<CryptoKey> {
+    let key = this.#aead.get(version);
+    if (!key) {
+      key = await crypto.subtle.importKey("raw", await this.#keyring.subkey(version, "atoms"), "AES-GCM", false, [
+        "encrypt",
+        "decrypt",
+      ]);
+      this.#aead.set(version, key);
+    }
+    return key;
+  }
+
+  async #macKey(version: number): Promise<CryptoKey> {
+    let key = this.#mac.get(version);
+    if (!key) {
+      key = await crypto.subtle.importKey(
+        "raw",
+        await this.#keyring.subkey(version, "blind-index"),
+        { name: "HMAC", hash: "SHA-256" },
+        false,
+        ["sign"],
+      );
+      this.#mac.set(version, key);
+    }
+    return key;
+  }
+
+  /** Drops cached keys (after a key version is destroyed). */
+  forget(version?: number): void {
+    if (version === undefined) {
+      this.#aead.clear();
+      this.#mac.clear();
+    } else {
+      this.#aead.delete(version);
+      this.#mac.delete(version);
+    }
+  }
+}

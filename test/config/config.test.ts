@@ -1,0 +1,293 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { DEV_ISSUER, loadConfig } from "../../src/config";
+import type { Env } from "../../src/env";
+import { KbError } from "../../src/errors";
+import { createApp } from "../../src/http/app";
+import { initializeBody } from "../helpers/mcp-http";
+import { BASE, bearer, mintToken } from "../helpers/tokens";
+
+const PUBLIC_EC_KEY = {
+  kty: "EC",
+  crv: "P-256",
+  x: "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+  y: "x_FEzRu9m36HLN_tUhiyaAaGbfgUuXmjv3o6JyjXsxE",
+  kid: "pub",
+  alg: "ES256",
+};
+
+/** A complete, valid configuration; each test bends one variable. */
+function baseEnv(overrides: Partial<Omit<Env, "TENANT_SERVER">> = {}): Env {
+  return {
+    TENANT_SERVER: env.TENANT_SERVER,
+    ENVIRONMENT: "test",
+    MCP_RESOURCE: "https://kb.test/mcp",
+    AUTH_ISSUER: "https://issuer.test/",
+    AUTH_JWKS: JSON.stringify({ keys: [PUBLIC_EC_KEY] }),
+    ALLOWED_ORIGINS: "https://app.kb.test",
+    ALLOWED_HOSTS: "kb.test",
+    ...overrides,
+  };
+}
+
+function prodEnv(overrides: Partial<Omit<Env, "TENANT_SERVER">> = {}): Env {
+  return baseEnv({ ENVIRONMENT: "production", ...overrides });
+}
+
+/** Asserts loadConfig refuses `input` with ERR_CONFIG, and that the message names the offending setting. */
+function expectConfigError(input: Env, message: RegExp): void {
+  let thrown: unknown;
+  try {
+    loadConfig(input);
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown).toBeInstanceOf(KbError);
+  const error = thrown as KbError;
+  expect(error.code).toBe("ERR_CONFIG");
+  expect(error.status).toBe(503);
+  expect(error.message).toMatch(message);
+}
+
+describe("loadConfig accepts a valid configuration (controls)", () => {
+  it("accepts the base test configuration", () => {
+    const config = loadConfig(baseEnv());
+    expect(config.production).toBe(false);
+    expect(config.resource).toBe("https://kb.test/mcp");
+    expect(config.resourceOrigin).toBe("https://kb.test");
+    expect(config.issuer).toBe("https://issuer.test/");
+    expect(config.authorizationServers).toEqual(["https://issuer.test/"]);
+    expect(config.jwks).toEqual({ kind: "inline", keys: { keys: [PUBLIC_EC_KEY] } });
+    expect(config.tenantClaim).toEqual(["tenant_id"]);
+    expect(config.maxBodyBytes).toBe(1_048_576);
+  });
+
+  it("accepts a production configuration with a real issuer and an https resource", () => {
+    const config = loadConfig(prodEnv());
+    expect(config.production).toBe(true);
+  });
+
+  it("accepts the dev issuer outside production", () => {
+    expect(loadConfig(baseEnv({ AUTH_ISSUER: DEV_ISSUER })).issuer).toBe(DEV_ISSUER);
+  });
+
+  it("accepts an http resource outside production (local dev)", () => {
+    expect(loadConfig(baseEnv({ MCP_RESOURCE: "http://localhost:8787/mcp" })).resource).toBe(
+      "http://localhost:8787/mcp",
+    );
+  });
+
+  it("accepts a remote JWKS URL instead of an inline JWKS", () => {
+    const config = loadConfig(
+      prodEnv({ AUTH_JWKS: undefined, AUTH_JWKS_URL: "https://issuer.test/.well-known/jwks.json" }),
+    );
+    expect(config.jwks).toEqual({ kind: "remote", url: "https://issuer.test/.well-known/jwks.json" });
+  });
+
+  it("accepts a dotted TENANT_CLAIM as a claim path", () => {
+    expect(loadConfig(baseEnv({ TENANT_CLAIM: "org.tenant_id" })).tenantClaim).toEqual(["org", "tenant_id"]);
+    expect(loadConfig(baseEnv({ TENANT_CLAIM: "a.b.c.d.e" })).tenantClaim).toEqual(["a", "b", "c", "d", "e"]);
+    expect(loadConfig(baseEnv({ TENANT_CLAIM: "urn:kb:tenant" })).tenantClaim).toEqual(["urn:kb:tenant"]);
+  });
+
+  it("derives allowedHosts: the configured hosts, lower-cased, plus the resource host", () => {
+    const config = loadConfig(baseEnv({ ALLOWED_HOSTS: "Localhost, 127.0.0.1", MCP_RESOURCE: "https://KB.Test/mcp" }));
+    expect(config.allowedHosts).toEqual(["localhost", "127.0.0.1", "kb.test"]);
+    expect(loadConfig(baseEnv({ ALLOWED_HOSTS: undefined })).allowedHosts).toEqual(["kb.test"]);
+    // Not duplicated when already listed.
+    expect(loadConfig(baseEnv({ ALLOWED_HOSTS: "kb.test" })).allowedHosts).toEqual(["kb.test"]);
+  });
+
+  it("accepts numbers at the edges of their ranges", () => {
+    const config = loadConfig(
+      baseEnv({
+        MAX_BODY_BYTES: "1024",
+        AUTH_CLOCK_TOLERANCE_S: "300",
+        SESSION_IDLE_TTL_S: "60",
+        MAX_SESSIONS_PER_SUBJECT: "1000",
+      }),
+    );
+    expect(config.maxBodyBytes).toBe(1024);
+    expect(config.clockToleranceS).toBe(300);
+    expect(config.sessionIdleTtlS).toBe(60);
+    expect(config.maxSessionsPerSubject).toBe(1000);
+    expect(loadConfig(baseEnv({ MAX_BODY_BYTES: "4194304", AUTH_CLOCK_TOLERANCE_S: "0" })).maxBodyBytes).toBe(
+      4_194_304,
+    );
+  });
+
+  it("accepts an explicit list of asymmetric algorithms", () => {
+    expect(loadConfig(baseEnv({ AUTH_ALGORITHMS: "ES256, EdDSA" })).algorithms).toEqual(["ES256", "EdDSA"]);
+  });
+});
+
+describe("loadConfig refuses an unsafe configuration with ERR_CONFIG", () => {
+  it("refuses the dev issuer in production", () => {
+    expectConfigError(prodEnv({ AUTH_ISSUER: DEV_ISSUER }), /dev issuer/);
+    expectConfigError(prodEnv({ AUTH_ISSUER: "https://dev-issuer.invalid" }), /dev issuer/);
+  });
+
+  it("refuses a missing issuer", () => {
+    expectConfigError(baseEnv({ AUTH_ISSUER: undefined }), /AUTH_ISSUER/);
+    expectConfigError(baseEnv({ AUTH_ISSUER: "" }), /AUTH_ISSUER/);
+  });
+
+  it("refuses a missing MCP_RESOURCE", () => {
+    expectConfigError(baseEnv({ MCP_RESOURCE: undefined }), /MCP_RESOURCE/);
+  });
+
+  // Regression: a string that is not an absolute URL must give ERR_CONFIG (503), not a TypeError (500).
+  it.each(["", "/mcp", "mcp", "kb.test/mcp"])("refuses a relative MCP_RESOURCE %j with ERR_CONFIG", (resource) => {
+    expectConfigError(baseEnv({ MCP_RESOURCE: resource }), /MCP_RESOURCE/);
+  });
+
+  it("refuses an AUTH_JWKS_URL that is not a URL with ERR_CONFIG", () => {
+    expectConfigError(baseEnv({ AUTH_JWKS: undefined, AUTH_JWKS_URL: "jwks.json" }), /AUTH_JWKS_URL/);
+  });
+
+  it.each(["", "/mcp", "mcp", "kb.test/mcp"])("never accepts a relative MCP_RESOURCE %j", (resource) => {
+    expect(() => loadConfig(baseEnv({ MCP_RESOURCE: resource }))).toThrow();
+  });
+
+  it("refuses an MCP_RESOURCE with a query or fragment", () => {
+    expectConfigError(baseEnv({ MCP_RESOURCE: "https://kb.test/mcp?x=1" }), /MCP_RESOURCE/);
+    expectConfigError(baseEnv({ MCP_RESOURCE: "https://kb.test/mcp#frag" }), /MCP_RESOURCE/);
+  });
+
+  it("refuses an http resource in production", () => {
+    expectConfigError(prodEnv({ MCP_RESOURCE: "http://kb.test/mcp" }), /MCP_RESOURCE/);
+  });
+
+  it("refuses an http JWKS URL in production", () => {
+    expectConfigError(
+      prodEnv({ AUTH_JWKS: undefined, AUTH_JWKS_URL: "http://issuer.test/jwks.json" }),
+      /AUTH_JWKS_URL/,
+    );
+  });
+
+  it("refuses a JWKS holding a private key (d)", () => {
+    const jwks = JSON.stringify({
+      keys: [PUBLIC_EC_KEY, { ...PUBLIC_EC_KEY, kid: "priv", d: "c29tZS1wcml2YXRlLWtleQ" }],
+    });
+    expectConfigError(baseEnv({ AUTH_JWKS: jwks }), /public asymmetric keys only/);
+  });
+
+  it("refuses a JWKS holding a symmetric key (k)", () => {
+    const jwks = JSON.stringify({ keys: [{ kty: "oct", k: "c2hhcmVkLXNlY3JldA", alg: "HS256", kid: "hmac" }] });
+    expectConfigError(baseEnv({ AUTH_JWKS: jwks }), /public asymmetric keys only/);
+  });
+
+  it.each(["not json", "{", "'keys'"])("refuses AUTH_JWKS that is not JSON (%j)", (raw) => {
+    expectConfigError(baseEnv({ AUTH_JWKS: raw }), /not JSON/);
+  });
+
+  it.each([
+    ["an empty key set", JSON.stringify({ keys: [] })],
+    ["a bare key", JSON.stringify(PUBLIC_EC_KEY)],
+    ["an array", JSON.stringify([PUBLIC_EC_KEY])],
+  ])("refuses AUTH_JWKS that is %s", (_name, raw) => {
+    expectConfigError(baseEnv({ AUTH_JWKS: raw }), /AUTH_JWKS must be a JWK set/);
+  });
+
+  it("refuses a configuration with neither AUTH_JWKS nor AUTH_JWKS_URL", () => {
+    expectConfigError(baseEnv({ AUTH_JWKS: undefined, AUTH_JWKS_URL: undefined }), /AUTH_JWKS_URL or AUTH_JWKS/);
+    expectConfigError(baseEnv({ AUTH_JWKS: "", AUTH_JWKS_URL: "" }), /AUTH_JWKS_URL or AUTH_JWKS/);
+  });
+
+  it.each(["HS256", "ES256,HS256", "none", "ES256 none", "RS256 HS512", "es256"])(
+    "refuses AUTH_ALGORITHMS %j",
+    (algorithms) => {
+      expectConfigError(baseEnv({ AUTH_ALGORITHMS: algorithms }), /AUTH_ALGORITHMS/);
+    },
+  );
+
+  it.each(["a..b", ".tenant", "tenant.", "tenant id", "tenant$", "a.b.c.d.e.f", "x".repeat(65)])(
+    "refuses TENANT_CLAIM %j",
+    (claim) => {
+      expectConfigError(baseEnv({ TENANT_CLAIM: claim }), /TENANT_CLAIM/);
+    },
+  );
+
+  it.each([
+    ["MAX_BODY_BYTES", "1023"],
+    ["MAX_BODY_BYTES", "4194305"],
+    ["MAX_BODY_BYTES", "0"],
+    ["MAX_BODY_BYTES", "-1"],
+    ["MAX_BODY_BYTES", "abc"],
+    ["MAX_BODY_BYTES", "2048.5"],
+    ["AUTH_CLOCK_TOLERANCE_S", "301"],
+    ["AUTH_CLOCK_TOLERANCE_S", "-1"],
+    ["SESSION_IDLE_TTL_S", "59"],
+    ["SESSION_IDLE_TTL_S", "86401"],
+    ["MAX_SESSIONS_PER_SUBJECT", "0"],
+    ["MAX_SESSIONS_PER_SUBJECT", "1001"],
+    ["MAX_SESSIONS_PER_SUBJECT", "Infinity"],
+  ] as const)("refuses %s=%s (out of range)", (name, value) => {
+    expectConfigError(baseEnv({ [name]: value }), new RegExp(name));
+  });
+});
+
+describe("the edge fails closed on an invalid configuration", () => {
+  const badEnv = () => ({ ...env, ENVIRONMENT: "production", AUTH_ISSUER: DEV_ISSUER });
+
+  async function serve(request: Request, bindings: Env): Promise<Response> {
+    const ctx = createExecutionContext();
+    const response = await createApp().fetch(request, bindings, ctx);
+    await waitOnExecutionContext(ctx);
+    return response;
+  }
+
+  it("serves the same requests under a valid production configuration (control)", async () => {
+    const good = { ...env, ENVIRONMENT: "production" };
+    const metadata = await serve(new Request(`${BASE}/.well-known/oauth-protected-resource/mcp`), good);
+    expect(metadata.status).toBe(200);
+    const unauthenticated = await serve(
+      new Request(`${BASE}/mcp`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }),
+      good,
+    );
+    expect(unauthenticated.status).toBe(401);
+  });
+
+  it("still fails closed, without detail, on a relative MCP_RESOURCE (status is 500 today, see known bug)", async () => {
+    const response = await serve(new Request(`${BASE}/.well-known/oauth-protected-resource/mcp`), {
+      ...env,
+      MCP_RESOURCE: "/mcp",
+    });
+    expect([500, 503]).toContain(response.status);
+    const text = await response.text();
+    expect(text).not.toContain("MCP_RESOURCE");
+    expect(text).not.toContain("Invalid URL");
+    expect(JSON.parse(text)).toMatchObject({ jsonrpc: "2.0", id: null, error: { code: -32603 } });
+  });
+
+  it.each([
+    ["/mcp", "POST"],
+    ["/mcp", "GET"],
+    ["/.well-known/oauth-protected-resource", "GET"],
+    ["/.well-known/oauth-protected-resource/mcp", "GET"],
+    ["/healthz", "GET"],
+  ])("answers %s (%s) with a 503 that carries no detail", async (path, method) => {
+    const token = await mintToken({ tenant: "config-bad" });
+    const request = new Request(`${BASE}${path}`, {
+      method,
+      headers: { ...bearer(token), "content-type": "application/json", accept: "application/json, text/event-stream" },
+      ...(method === "POST" ? { body: initializeBody() } : {}),
+    });
+    const response = await serve(request, badEnv());
+    expect(response.status).toBe(503);
+    expect(response.headers.get("content-type")).toBe("application/json");
+    expect(response.headers.get("cache-control")).toBe("no-store");
+    expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    const text = await response.text();
+    expect(text.toLowerCase()).not.toContain("issuer");
+    expect(text).not.toContain("dev-issuer");
+    expect(text).not.toContain("production");
+    expect(text).not.toContain("AUTH_");
+    expect(JSON.parse(text)).toEqual({
+      jsonrpc: "2.0",
+      id: null,
+      error: { code: -32603, message: "Service unavailable", data: { code: "ERR_CONFIG" } },
+    });
+  });
+});
