@@ -39,6 +39,7 @@ export function createApp(): Hono<AppEnv> {
     c.set("config", loadConfig(c.env));
     await next();
     c.res.headers.set("x-request-id", c.var.requestId);
+    applyCors(c.req.raw, c.res.headers, c.var.config);
     const identity = c.var.identity;
     const status = c.res.status;
     log(status >= 500 ? "error" : "info", {
@@ -81,6 +82,20 @@ export function createApp(): Hono<AppEnv> {
   app.get(`${PROTECTED_RESOURCE_METADATA_PATH}${MCP_PATH}`, (c) => metadata(c));
   app.get("/healthz", (c) => c.json({ ok: true }, 200, { "cache-control": "no-store" }));
 
+  // CORS preflight for browser MCP clients on an allowed origin (the actual request is checked again in full).
+  app.options(MCP_PATH, (c) => {
+    const config = requireConfig(c.var.config);
+    checkOriginAndHost(c.req.raw, config);
+    return new Response(null, {
+      status: 204,
+      headers: {
+        "access-control-allow-methods": "GET, POST, DELETE",
+        "access-control-allow-headers": CORS_REQUEST_HEADERS,
+        "access-control-max-age": "600",
+      },
+    });
+  });
+
   app.all(MCP_PATH, async (c) => {
     const config = requireConfig(c.var.config);
     const request = c.req.raw;
@@ -121,6 +136,19 @@ export function createApp(): Hono<AppEnv> {
     c.json({ error: "not_found", error_description: "No such route." }, 404, { "cache-control": "no-store" }),
   );
   return app;
+}
+
+const CORS_REQUEST_HEADERS =
+  "authorization, content-type, accept, last-event-id, mcp-session-id, mcp-protocol-version, mcp-method, mcp-name";
+const CORS_EXPOSED_HEADERS = "mcp-session-id, www-authenticate, x-request-id";
+
+/** Lets a browser on an allowed origin read responses (including 401 challenges); other origins get nothing. */
+function applyCors(request: Request, headers: Headers, config: Config | null): void {
+  const origin = request.headers.get("origin");
+  if (!config || origin === null || !config.allowedOrigins.includes(origin.trim().toLowerCase())) return;
+  headers.set("access-control-allow-origin", origin);
+  headers.set("access-control-expose-headers", CORS_EXPOSED_HEADERS);
+  headers.append("vary", "Origin");
 }
 
 function requireConfig(config: Config | null): Config {

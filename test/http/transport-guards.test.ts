@@ -322,3 +322,35 @@ describe("content type, method and path", () => {
     },
   );
 });
+
+describe("CORS for browser clients", () => {
+  it("answers a preflight from the allowed origin and refuses others", async () => {
+    const ok = await exports.default.fetch(
+      new Request("https://kb.test/mcp", {
+        method: "OPTIONS",
+        headers: { origin: "https://app.kb.test", "access-control-request-method": "POST" },
+      }),
+    );
+    expect(ok.status).toBe(204);
+    expect(ok.headers.get("access-control-allow-origin")).toBe("https://app.kb.test");
+    expect(ok.headers.get("access-control-allow-headers")).toContain("authorization");
+    expect(ok.headers.get("access-control-expose-headers")).toContain("mcp-session-id");
+    const evil = await exports.default.fetch(
+      new Request("https://kb.test/mcp", {
+        method: "OPTIONS",
+        headers: { origin: "https://evil.example", "access-control-request-method": "POST" },
+      }),
+    );
+    expect(evil.status).toBe(403);
+    expect(evil.headers.get("access-control-allow-origin")).toBeNull();
+  });
+
+  it("exposes the 401 challenge to the allowed origin only", async () => {
+    const res = await exports.default.fetch(
+      new Request("https://kb.test/mcp", { method: "POST", headers: { origin: "https://app.kb.test" } }),
+    );
+    expect(res.status).toBe(401);
+    expect(res.headers.get("access-control-allow-origin")).toBe("https://app.kb.test");
+    expect(res.headers.get("access-control-expose-headers")).toContain("www-authenticate");
+  });
+});
