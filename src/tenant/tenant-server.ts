@@ -155,16 +155,20 @@ export class TenantServer extends DurableObject<Env> {
     // No standalone server-to-client stream is offered (the spec allows 405 for GET).
     if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
     if (request.method !== "POST") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    // Unsupported versions were refused at the edge. A different supported legacy version is tolerated (clients
+    // SHOULD send the negotiated one), but the session is always served at the version it negotiated.
     const header = request.headers.get("mcp-protocol-version");
-    if (header !== null && header !== session.protocolVersion) {
-      throw new KbError("ERR_PROTOCOL_VERSION", "Bad Request: MCP-Protocol-Version differs from the session's");
+    if (header !== null && !LEGACY_VERSIONS.includes(header)) {
+      throw new KbError("ERR_PROTOCOL_VERSION", "Bad Request: MCP-Protocol-Version not usable for this session");
     }
+    const pinned = new Request(request, { headers: new Headers(request.headers) });
+    pinned.headers.set("mcp-protocol-version", session.protocolVersion);
     const response = await this.#legacyHandler(
       identity,
       requestId,
       session.protocolVersion,
       config,
-    )(request, {
+    )(pinned, {
       parsedBody,
     });
     return withHeader(response, "mcp-session-id", sessionId);

@@ -255,10 +255,8 @@ describe("initialize that does not succeed", () => {
     expect((await sessionRows(tenant)).length).toBe(1);
   });
 
-  // KNOWN BUG (see report): src/tenant/tenant-server.ts keeps the session whenever the initialize response has an
-  // HTTP status below 400, but the SDK answers an invalid initialize with HTTP 200 carrying a JSON-RPC error (and an
-  // initialize *notification* with 202). A session id is then issued and stored for a handshake that failed. These
-  // tests assert the correct behaviour and are marked `fails`; when src is fixed they fail and must become `it`.
+  // Regression: the SDK answers an invalid initialize with HTTP 200 carrying a JSON-RPC error (and an initialize
+  // notification with 202); neither may create a session.
   it("an initialize answered with a JSON-RPC error issues no session id and stores no row", async () => {
     const tenant = "sess-init-rpc-error";
     const token = await mintToken({ tenant, sub: "alice" });
@@ -488,5 +486,39 @@ describe("concurrency", () => {
         },
       });
     }
+  });
+});
+
+describe("protocol version within a session", () => {
+  it("serves a session at its negotiated version whatever supported version a request is labelled with", async () => {
+    const tenant = "sess-version-pin";
+    const token = await mintToken({ tenant, sub: "alice" });
+    const init = await mcpFetch({ method: "POST", token, body: initializeBody(1, "2025-06-18") });
+    const sid = init.headers.get("mcp-session-id") ?? "";
+    expect(sid).toMatch(SESSION_ID);
+    for (const label of ["2025-11-25", "2025-03-26", "2025-06-18"]) {
+      const res = await mcpFetch({
+        method: "POST",
+        token,
+        headers: { "mcp-session-id": sid, "mcp-protocol-version": label },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: 5,
+          method: "tools/call",
+          params: { name: "whoami", arguments: {} },
+        }),
+      });
+      expect(res.status).toBe(200);
+      const body = (await rpcResult(res)) as { result?: { structuredContent?: { protocolVersion?: string } } };
+      expect(body.result?.structuredContent?.protocolVersion).toBe("2025-06-18");
+    }
+    // The modern revision is not a 2025 session's version: refused, not silently switched.
+    const modern = await mcpFetch({
+      method: "POST",
+      token,
+      headers: { "mcp-session-id": sid, "mcp-protocol-version": "2026-07-28" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 6, method: "tools/call", params: { name: "whoami", arguments: {} } }),
+    });
+    expect(modern.status).toBeGreaterThanOrEqual(400);
   });
 });
