@@ -29,10 +29,10 @@ describe("kb smoke", () => {
     });
     expect(add.result?.structuredContent).toEqual({ added: ["one", "two"], replaced: [] });
     const search = await call("search", { query: "brown fox", top_k: 2 });
-    const results = search.result?.structuredContent?.results as { id: string; score: number }[];
+    const results = (search.result?.structuredContent?.results ?? []) as { id: string; score: number }[];
     expect(results[0]?.id).toBe("one");
     const filtered = await call("search", { query: "brown fox", filter: { tags: ["cloud"] } });
-    expect((filtered.result?.structuredContent?.results as { id: string }[]).map((r) => r.id)).toEqual(["two"]);
+    expect(((filtered.result?.structuredContent?.results ?? []) as { id: string }[]).map((r) => r.id)).toEqual(["two"]);
     const bad = await call("search", { query: "fox", filter: { tenant: "other" } });
     expect(bad.result?.isError).toBe(true);
     const list = await call("list_atoms", { limit: 1 });

@@ -1,5 +1,5 @@
 import { KbError } from "../errors";
-import { LIMITS } from "./limits";
+import { LIMITS, utf8Length } from "./limits";
 
 /**
  * Client search filters. The allow-list is `tags` and `source`; nothing else is accepted. A filter that names a
@@ -17,7 +17,8 @@ const SCOPE_KEYS = new Set(["tenant", "tenant_id", "tenantid", "namespace", "ind
 export function parseFilter(input: unknown): AtomFilter | null {
   if (input === undefined || input === null) return null;
   if (typeof input !== "object" || Array.isArray(input)) invalid("filter must be an object");
-  if (JSON.stringify(input).length > LIMITS.filterBytes) invalid(`filter is larger than ${LIMITS.filterBytes} bytes`);
+  if (utf8Length(JSON.stringify(input)) > LIMITS.filterBytes)
+    invalid(`filter is larger than ${LIMITS.filterBytes} bytes`);
   const filter = input as Record<string, unknown>;
   for (const key of Object.keys(filter)) {
     const folded = key.normalize("NFKC").toLowerCase();
@@ -30,6 +31,11 @@ export function parseFilter(input: unknown): AtomFilter | null {
   }
   const tags = parseTags(filter.tags);
   const sources = parseSources(filter.source);
+  // An empty filter ({}, {tags: {}}, or one whose only key was dropped before parsing, such as __proto__) would
+  // match nothing; refuse it rather than answer an empty result.
+  if (!tags.tagsAny.length && !tags.tagsAll.length && !sources.length) {
+    invalid("filter must name tags (a list or {any, all}) or source");
+  }
   return { ...tags, sources };
 }
 

@@ -3,7 +3,7 @@ import { base64url } from "../util/bytes";
 import type { Embedder } from "./embedder";
 import { contentHash, type EmbeddingCache } from "./embedding-cache";
 import type { AtomFilter } from "./filters";
-import { LIMITS, utf8Length } from "./limits";
+import { LIMITS, SQL_IDS_PER_STATEMENT, utf8Length } from "./limits";
 import type { VectorRecord, VectorStore, VectorStoreStats } from "./vector-store";
 
 export interface AtomInput {
@@ -236,8 +236,8 @@ export class KnowledgeBase {
 
   #rows(ids: readonly string[]): AtomRow[] {
     const out: AtomRow[] = [];
-    for (let i = 0; i < ids.length; i += 100) {
-      const chunk = ids.slice(i, i + 100);
+    for (let i = 0; i < ids.length; i += SQL_IDS_PER_STATEMENT) {
+      const chunk = ids.slice(i, i + SQL_IDS_PER_STATEMENT);
       if (!chunk.length) continue;
       out.push(
         ...this.#d.sql

@@ -28,6 +28,12 @@ export const LIMITS = {
   localAtomsPerTenant: 120_000,
 } as const;
 
+/**
+ * Ids bound per `... tenant = ? AND id IN (...)` statement: Durable Object SQLite accepts at most 100 bound
+ * variables per statement, and one of them is the tenant.
+ */
+export const SQL_IDS_PER_STATEMENT = 99;
+
 export function utf8Length(text: string): number {
   return new TextEncoder().encode(text).byteLength;
 }

@@ -1,3 +1,4 @@
+import { SQL_IDS_PER_STATEMENT } from "./limits";
 import int8DotModule from "./simd/int8-dot.wasm";
 import type { VectorMatch, VectorRecord, VectorStore, VectorStoreStats } from "./vector-store";
 
@@ -143,8 +144,8 @@ export class LocalVectorIndex implements VectorStore {
   /** Exact cosine scores from the float32 vectors at rest (all stored vectors are unit length). */
   #rerank(ids: string[], vector: Float32Array): VectorMatch[] {
     const out: VectorMatch[] = [];
-    for (let i = 0; i < ids.length; i += 100) {
-      const chunk = ids.slice(i, i + 100);
+    for (let i = 0; i < ids.length; i += SQL_IDS_PER_STATEMENT) {
+      const chunk = ids.slice(i, i + SQL_IDS_PER_STATEMENT);
       const rows = this.#sql
         .exec<{ atom_id: string; f32: ArrayBuffer }>(
           `SELECT atom_id, f32 FROM local_vectors WHERE tenant = ? AND atom_id IN (${chunk.map(() => "?").join(",")})`,

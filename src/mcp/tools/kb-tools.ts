@@ -4,6 +4,7 @@ import { isKbError, KbError } from "../../errors";
 import { parseFilter } from "../../kb/filters";
 import type { KnowledgeBase } from "../../kb/knowledge-base";
 import { LIMITS } from "../../kb/limits";
+import { log } from "../../log";
 import type { RequestScope } from "../request-scope";
 import { TOOL_SCOPES } from "../tool-scopes";
 
@@ -31,7 +32,16 @@ export function registerKbTools(server: McpServer, scope: RequestScope, kb: Know
       return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
     } catch (error) {
       if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
-      throw error;
+      // Anything else would reach the client as the SDK's isError text, i.e. the raw internal message.
+      const code = isKbError(error) ? error.code : "ERR_INTERNAL";
+      log("error", {
+        event: "tool.error",
+        requestId: scope.requestId,
+        tenant: scope.identity.tenant,
+        code,
+        detail: tool,
+      });
+      return errorResult(code, code === "ERR_INTERNAL" ? "internal error" : "service unavailable");
     }
   };
 
