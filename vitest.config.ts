@@ -17,6 +17,7 @@ const trusted = await Promise.all([
   keyPair("EdDSA", "test-eddsa", { crv: "Ed25519" }),
 ]);
 const attacker = await keyPair("ES256", "test-es256");
+const masterKey = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
 
 export default defineConfig({
   plugins: [
@@ -32,6 +33,10 @@ export default defineConfig({
           ALLOWED_HOSTS: "kb.test",
           MAX_BODY_BYTES: "65536",
           MAX_SESSIONS_PER_SUBJECT: "4",
+          // Two master key epochs: t1 is current; t0 is an older epoch still readable (rotation tests).
+          MASTER_KEY_EPOCH: "t1",
+          MASTER_KEY_T1: masterKey(),
+          MASTER_KEY_T0: masterKey(),
           TEST_PRIVATE_JWKS: JSON.stringify(trusted.map((k) => k.priv)),
           TEST_ATTACKER_JWK: JSON.stringify(attacker.priv),
         },

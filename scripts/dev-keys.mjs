@@ -39,9 +39,18 @@ export function writeDevVars(file, jwksJson, extra = {}) {
   writeFileSync(file, `${kept.join("\n")}\n`, { mode: 0o600 });
 }
 
+/** A dev master key (epoch "dev1"), created once next to the signing key. */
+export function ensureDevMasterKey(dir) {
+  const file = join(devKeyPaths(dir).dir, "master-dev1.key");
+  if (!existsSync(file)) {
+    writeFileSync(file, Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"), { mode: 0o600 });
+  }
+  return { MASTER_KEY_EPOCH: "dev1", MASTER_KEY_DEV1: readFileSync(file, "utf8").trim() };
+}
+
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const paths = await ensureDevKeys();
-  writeDevVars(join(root, ".dev.vars"), readFileSync(paths.publicKeys, "utf8").trim());
+  writeDevVars(join(root, ".dev.vars"), readFileSync(paths.publicKeys, "utf8").trim(), ensureDevMasterKey());
   console.error(
     "dev-keys: .dev.vars trusts the dev issuer; mint a token with `npm run token -- --tenant acme --sub alice`",
   );

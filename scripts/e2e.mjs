@@ -62,6 +62,9 @@ async function main() {
       // own origin (Origin: http://127.0.0.1:<proxy port>) to be accepted.
       ALLOWED_ORIGINS: `${base},${proxyOrigin}`,
       AUTH_JWKS: readFileSync(publicKeys, "utf8").trim(),
+      // A throwaway master key epoch for this run only.
+      MASTER_KEY_EPOCH: "e2e1",
+      MASTER_KEY_E2E1: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
     },
   });
   const healthy = await report.check(

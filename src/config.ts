@@ -27,6 +27,8 @@ export interface Config {
   readonly production: boolean;
   readonly resource: string;
   readonly resourceOrigin: string;
+  /** Audience of platform-admin tokens (the admin API); never equal to the MCP resource. */
+  readonly adminAudience: string;
   readonly issuer: string;
   readonly authorizationServers: readonly string[];
   readonly jwks:
@@ -130,10 +132,13 @@ export function loadConfig(env: Env): Config {
   if (!allowedHosts.includes(resourceUrl.hostname)) allowedHosts.push(resourceUrl.hostname);
 
   const requiredScopes = list(env.REQUIRED_SCOPES);
+  const adminAudience = env.ADMIN_AUDIENCE || `${resourceUrl.origin}/admin`;
+  if (adminAudience === resource.data) throw new KbError("ERR_CONFIG", "ADMIN_AUDIENCE must differ from MCP_RESOURCE");
   return {
     production,
     resource: resource.data,
     resourceOrigin: resourceUrl.origin,
+    adminAudience,
     issuer,
     authorizationServers: env.AUTHORIZATION_SERVERS ? list(env.AUTHORIZATION_SERVERS) : [issuer],
     jwks,

@@ -1,3 +1,4 @@
+import type { TenantRegistry } from "./tenant/registry";
 import type { TenantServer } from "./tenant/tenant-server";
 
 /** Bindings and variables of the Worker (wrangler.toml `[vars]`, secrets, `.dev.vars`). */
@@ -20,6 +21,11 @@ export interface Env {
   readonly MAX_BODY_BYTES?: string;
   readonly SESSION_IDLE_TTL_S?: string;
   readonly MAX_SESSIONS_PER_SUBJECT?: string;
+  readonly ADMIN_AUDIENCE?: string;
+  readonly TENANT_REGISTRY: DurableObjectNamespace<TenantRegistry>;
+  readonly DOCS: R2Bucket;
+  /** Current master key epoch; each epoch's key is the secret MASTER_KEY_<EPOCH>. */
+  readonly MASTER_KEY_EPOCH?: string;
   /** Vector placement per tenant (src/kb/placement.ts); Vectorize bindings are looked up by the names it gives. */
   readonly VECTOR_PLACEMENT?: string;
   readonly EMBEDDER?: string;
@@ -35,7 +41,7 @@ declare global {
     interface Env extends WorkerBindings {}
     interface GlobalProps {
       mainModule: typeof import("./index");
-      durableNamespaces: "TenantServer";
+      durableNamespaces: "TenantServer" | "TenantRegistry";
     }
   }
 }

@@ -34,6 +34,9 @@ export const ERROR_CODES = {
   ERR_NOT_FOUND: 404,
   ERR_METHOD_NOT_ALLOWED: 405,
   ERR_BODY_TOO_LARGE: 413,
+  ERR_LENGTH_REQUIRED: 411,
+  ERR_RANGE: 416,
+  ERR_TENANT_OFFBOARDED: 403,
   ERR_CONTENT_TYPE: 415,
   // Crypto: a ciphertext or wrapped key failed authentication (tampered, truncated, wrong key or context).
   ERR_DECRYPT: 500,

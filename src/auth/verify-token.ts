@@ -8,7 +8,7 @@ import {
   jwtVerify,
 } from "jose";
 import { type Config, MAX_TOKEN_BYTES } from "../config";
-import { type ErrorCode, KbError } from "../errors";
+import { type ErrorCode, InsufficientScopeError, KbError } from "../errors";
 import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -34,41 +34,74 @@ export async function verifyAccessToken(
   keys: JWTVerifyGetKey,
   options: VerifyOptions = {},
 ): Promise<Identity> {
+  const payload = await verifyJwt(token, config, keys, config.resource, options);
+  const tenant = claimAtPath(payload, config.tenantClaim);
+  if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
+    throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
+  }
+  return { ...principal(payload), tenant };
+}
+
+/** A platform operator verified for the admin API: a token for the admin audience with the admin scope. */
+export interface AdminIdentity {
+  readonly subject: string;
+  readonly scopes: readonly string[];
+  readonly tokenId: string | null;
+  readonly expiresAt: number;
+}
+
+export const ADMIN_SCOPE = "platform:admin";
+
+/**
+ * Verifies a platform-admin token: same issuer, keys and algorithm policy as tenant tokens, but the audience is
+ * the admin API's (ADMIN_AUDIENCE) and the `platform:admin` scope is required. A tenant token is refused here (wrong
+ * audience), and an admin token is refused at /mcp (wrong audience), so neither can stand in for the other.
+ */
+export async function verifyAdminToken(
+  token: string,
+  config: Config,
+  keys: JWTVerifyGetKey,
+  options: VerifyOptions = {},
+): Promise<AdminIdentity> {
+  const payload = await verifyJwt(token, config, keys, config.adminAudience, options);
+  const admin = principal(payload);
+  if (!admin.scopes.includes(ADMIN_SCOPE)) throw new InsufficientScopeError([ADMIN_SCOPE]);
+  return admin;
+}
+
+async function verifyJwt(
+  token: string,
+  config: Config,
+  keys: JWTVerifyGetKey,
+  audience: string,
+  options: VerifyOptions,
+): Promise<JWTPayload> {
   checkJwsPolicy(token, config.algorithms);
-  let payload: JWTPayload;
   try {
     // jwtVerify runs the same compact JWS verification as verifyJwsSignature (jose's compactVerify), then the claims.
-    ({ payload } = await jwtVerify(token, keys, {
+    const { payload } = await jwtVerify(token, keys, {
       issuer: config.issuer,
-      audience: config.resource,
+      audience,
       algorithms: [...config.algorithms],
       clockTolerance: config.clockToleranceS,
       requiredClaims: ["exp", "sub"],
       ...(config.tokenTyp ? { typ: config.tokenTyp } : {}),
       ...(options.currentDate ? { currentDate: options.currentDate } : {}),
-    }));
+    });
+    return payload;
   } catch (error) {
     throw mapJoseError(error, config.jwks.kind === "remote");
   }
+}
 
-  const tenant = claimAtPath(payload, config.tenantClaim);
-  if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
-    throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
-  }
+function principal(payload: JWTPayload): Omit<Identity, "tenant"> {
   if (typeof payload.sub !== "string" || !SUBJECT_PATTERN.test(payload.sub)) {
     throw fail("ERR_TOKEN_SUBJECT", "missing or invalid subject");
   }
   if (typeof payload.exp !== "number") throw fail("ERR_TOKEN_CLAIMS", "missing exp");
   const jti = payload.jti;
   if (jti !== undefined && (typeof jti !== "string" || jti.length > 256)) throw fail("ERR_TOKEN_CLAIMS", "invalid jti");
-
-  return {
-    tenant,
-    subject: payload.sub,
-    scopes: parseScopes(payload),
-    tokenId: jti ?? null,
-    expiresAt: payload.exp,
-  };
+  return { subject: payload.sub, scopes: parseScopes(payload), tokenId: jti ?? null, expiresAt: payload.exp };
 }
 
 /**

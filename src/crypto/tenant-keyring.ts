@@ -23,6 +23,7 @@ export class TenantKeyring {
   readonly #tenant: string;
   readonly #master: MasterKeys;
   readonly #keys = new Map<number, Uint8Array>();
+  readonly #subkeys = new Map<string, Uint8Array>();
 
   constructor(sql: SqlStorage, tenant: string, master: MasterKeys) {
     this.#sql = sql;
@@ -66,6 +67,8 @@ export class TenantKeyring {
   }
 
   async subkey(version: number, purpose: KeyPurpose): Promise<Uint8Array> {
+    const cached = this.#subkeys.get(`${version}:${purpose}`);
+    if (cached) return cached;
     const ikm = await crypto.subtle.importKey("raw", await this.key(version), "HKDF", false, ["deriveBits"]);
     const bits = await crypto.subtle.deriveBits(
       {
@@ -77,7 +80,9 @@ export class TenantKeyring {
       ikm,
       256,
     );
-    return new Uint8Array(bits);
+    const subkey = new Uint8Array(bits);
+    this.#subkeys.set(`${version}:${purpose}`, subkey);
+    return subkey;
   }
 
   /** Starts a new data key version; new writes use it, old versions stay readable until retired. */
@@ -138,6 +143,12 @@ export class TenantKeyring {
   #forget(version: number): void {
     this.#keys.get(version)?.fill(0);
     this.#keys.delete(version);
+    for (const [name, subkey] of this.#subkeys) {
+      if (name.startsWith(`${version}:`)) {
+        subkey.fill(0);
+        this.#subkeys.delete(name);
+      }
+    }
   }
 
   async #create(version: number, now: number): Promise<number> {

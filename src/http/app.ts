@@ -1,26 +1,18 @@
 import { type Context, Hono } from "hono";
+import { registerAdminRoutes } from "../admin/admin-api";
 import type { Identity } from "../auth/identity";
 import { hasScopes } from "../auth/identity";
 import { keyResolver } from "../auth/keys";
 import { protectedResourceMetadata } from "../auth/resource-metadata";
 import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
 import { type Config, loadConfig, MCP_PATH } from "../config";
-import type { Env } from "../env";
 import { InsufficientScopeError, KbError } from "../errors";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
+import { type AppEnv, requireConfig } from "./context";
 import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH, toKbError } from "./error-response";
 import { checkOriginAndHost } from "./origin-guard";
 import { checkJsonContentType, checkProtocolVersion, readBodyCapped, sanitizedMcpRequest } from "./transport-guards";
-
-export interface AppVariables {
-  requestId: string;
-  config: Config | null;
-  identity: Identity | null;
-  tokenSent: boolean;
-}
-
-export type AppEnv = { Bindings: Env; Variables: AppVariables };
 
 /**
  * The edge. Order matters and is the security argument: configuration (fail closed) -> Origin/Host ->
@@ -109,11 +101,7 @@ export function createApp(): Hono<AppEnv> {
       throw new KbError("ERR_BODY_TOO_LARGE", `Payload too large (limit ${config.maxBodyBytes} bytes)`);
     }
 
-    c.set("tokenSent", request.headers.has("authorization") || new URL(request.url).searchParams.has("access_token"));
-    const token = bearerFromRequest(request);
-    const identity = await verifyAccessToken(token, config, keyResolver(config));
-    c.set("identity", identity);
-    if (hasScopes(identity, config.requiredScopes).length) throw new InsufficientScopeError(config.requiredScopes);
+    const identity = await authenticate(c, config);
 
     let body: ArrayBuffer | null = null;
     if (request.method === "POST") {
@@ -131,6 +119,38 @@ export function createApp(): Hono<AppEnv> {
     out.headers.set("cache-control", "no-store");
     return out;
   });
+
+  // Large documents, streaming: the edge authenticates and forwards the body stream to the tenant object, which
+  // encrypts it into R2 as it arrives. Only the headers the endpoint needs are forwarded.
+  app.all("/v1/documents/:id", async (c) => {
+    const config = requireConfig(c.var.config);
+    const request = c.req.raw;
+    checkOriginAndHost(request, config);
+    if (!["GET", "HEAD", "PUT", "DELETE"].includes(request.method)) {
+      throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    }
+    const identity = await authenticate(c, config);
+    const headers = new Headers();
+    for (const name of ["content-type", "content-length", "range"]) {
+      const value = request.headers.get(name);
+      if (value !== null) headers.set(name, value);
+    }
+    const url = new URL(request.url);
+    const forward = new Request(`${url.origin}${url.pathname}`, {
+      method: request.method,
+      headers,
+      body: request.method === "PUT" ? request.body : null,
+    });
+    const response = await tenantStub(c.env, identity).serveDocument(
+      forward,
+      identity,
+      c.var.requestId,
+      c.req.param("id"),
+    );
+    return new Response(response.body, response);
+  });
+
+  registerAdminRoutes(app);
 
   app.notFound((c) =>
     c.json({ error: "not_found", error_description: "No such route." }, 404, { "cache-control": "no-store" }),
@@ -151,7 +171,12 @@ function applyCors(request: Request, headers: Headers, config: Config | null): v
   headers.append("vary", "Origin");
 }
 
-function requireConfig(config: Config | null): Config {
-  if (!config) throw new KbError("ERR_CONFIG", "configuration unavailable");
-  return config;
+/** Verifies the bearer token for a tenant-facing route and checks the endpoint scopes. */
+async function authenticate(c: Context<AppEnv>, config: Config): Promise<Identity> {
+  const request = c.req.raw;
+  c.set("tokenSent", request.headers.has("authorization") || new URL(request.url).searchParams.has("access_token"));
+  const identity = await verifyAccessToken(bearerFromRequest(request), config, keyResolver(config));
+  c.set("identity", identity);
+  if (hasScopes(identity, config.requiredScopes).length) throw new InsufficientScopeError(config.requiredScopes);
+  return identity;
 }

@@ -1,5 +1,6 @@
 import { KbError } from "../errors";
 import { base64url } from "../util/bytes";
+import type { AtomCipher, AtomFields } from "./atom-cipher";
 import type { Embedder } from "./embedder";
 import { contentHash, type EmbeddingCache } from "./embedding-cache";
 import type { AtomFilter } from "./filters";
@@ -38,11 +39,8 @@ export interface SearchHit {
 type AtomRow = {
   id: string;
   seq: number;
-  title: string | null;
-  source: string | null;
-  tags: string;
-  text: string;
-  content_hash: string;
+  key_version: number;
+  sealed: ArrayBuffer;
   created_at: number;
   updated_at: number;
 };
@@ -55,22 +53,60 @@ export interface KnowledgeBaseDeps {
   readonly store: VectorStore;
   readonly embedder: Embedder;
   readonly cache: EmbeddingCache;
+  /** Seals atom text and metadata under the tenant's data key; makes blind tokens for filterable values. */
+  readonly cipher: AtomCipher;
   readonly maxAtoms: number;
 }
 
 /**
  * One tenant's atoms. Constructed by the tenant object for its own tenant; every statement binds that tenant.
- * Writes are all-or-nothing: inputs are validated and embedded first, then atom rows, tags, vectors and cache
- * rows commit in one transaction.
+ * Writes are all-or-nothing: inputs are validated, embedded and sealed first, then atom rows, tag tokens, vectors
+ * and cache rows commit in one transaction. At rest, an atom's text, title, source and tags exist only sealed
+ * under the tenant's data key (src/kb/atom-cipher.ts); tags and source are also stored as blind tokens so filters
+ * work. Vectors are stored in the clear (they must be searchable) and are deleted with the atom.
  */
 export class KnowledgeBase {
   readonly #d: KnowledgeBaseDeps;
+  /**
+   * This tenant's writes, one at a time. Each write reads the current rows, then awaits (embedding, sealing, the
+   * Vectorize call), then commits what it decided. Without this queue another write can run during those awaits
+   * and the commit acts on a stale decision: a duplicate INSERT that fails after its vector already replaced the
+   * other write's in Vectorize (stored text and indexed vector disagree), or a count check that no longer holds.
+   */
+  #writes: Promise<unknown> = Promise.resolve();
 
   constructor(deps: KnowledgeBaseDeps) {
     this.#d = deps;
   }
 
-  async add(inputs: readonly AtomInput[], now = Date.now()): Promise<{ added: string[]; replaced: string[] }> {
+  add(inputs: readonly AtomInput[], now = Date.now()): Promise<{ added: string[]; replaced: string[] }> {
+    return this.#serial(() => this.#add(inputs, now));
+  }
+
+  delete(ids: readonly string[]): Promise<{ deleted: string[]; notFound: string[] }> {
+    return this.#serial(() => this.#delete(ids));
+  }
+
+  /**
+   * Rotation: re-seals up to `limit` atoms that are under a version older than `target`. Idempotent and
+   * resumable: it only ever picks rows still under an old version. Returns how many it re-sealed.
+   */
+  resealBatch(target: number, limit: number, now = Date.now()): Promise<number> {
+    return this.#serial(() => this.#resealBatch(target, limit, now));
+  }
+
+  /** Offboarding: deletes up to `limit` atoms with their vectors and tag tokens, without opening them. */
+  purgeBatch(limit: number): Promise<number> {
+    return this.#serial(() => this.#purgeBatch(limit));
+  }
+
+  #serial<T>(write: () => Promise<T>): Promise<T> {
+    const run = this.#writes.then(write, write);
+    this.#writes = run.catch(() => undefined);
+    return run;
+  }
+
+  async #add(inputs: readonly AtomInput[], now: number): Promise<{ added: string[]; replaced: string[] }> {
     const atoms = validateBatch(inputs);
     const existing = new Set(this.#existingIds(atoms.map((atom) => atom.id)));
     const fresh = atoms.length - existing.size;
@@ -82,50 +118,42 @@ export class KnowledgeBase {
       atoms.map((atom) => embeddingText(atom)),
     );
     const records: VectorRecord[] = atoms.map((atom, i) => ({ id: atom.id, vector: vectors[i] as Float32Array }));
+    const version = await this.#d.cipher.currentVersion();
+    const sealed = await Promise.all(atoms.map((atom) => this.#seal(atom.id, version, atom)));
     await this.#d.store.beforeCommitUpsert(records);
     this.#d.transaction(() => {
       let seq = this.#nextSeq();
-      for (const atom of atoms) {
-        const hash = contentHash(atom.text);
+      atoms.forEach((atom, i) => {
+        const row = sealed[i] as SealedAtom;
         if (existing.has(atom.id)) {
           this.#d.sql.exec(
-            `UPDATE atoms SET title = ?, source = ?, tags = ?, text = ?, content_hash = ?, updated_at = ?
+            `UPDATE atoms SET key_version = ?, sealed = ?, source_token = ?, content_token = ?, updated_at = ?
              WHERE tenant = ? AND id = ?`,
-            atom.title,
-            atom.source,
-            JSON.stringify(atom.tags),
-            atom.text,
-            hash,
+            version,
+            row.sealed,
+            row.sourceToken,
+            row.contentToken,
             now,
             this.#d.tenant,
             atom.id,
           );
-          this.#d.sql.exec(`DELETE FROM atom_tags WHERE tenant = ? AND atom_id = ?`, this.#d.tenant, atom.id);
         } else {
           this.#d.sql.exec(
-            `INSERT INTO atoms (tenant, id, seq, title, source, tags, text, content_hash, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            `INSERT INTO atoms (tenant, id, seq, key_version, sealed, source_token, content_token, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
             this.#d.tenant,
             atom.id,
             seq++,
-            atom.title,
-            atom.source,
-            JSON.stringify(atom.tags),
-            atom.text,
-            hash,
+            version,
+            row.sealed,
+            row.sourceToken,
+            row.contentToken,
             now,
             now,
           );
         }
-        for (const tag of atom.tags) {
-          this.#d.sql.exec(
-            `INSERT INTO atom_tags (tenant, tag, atom_id) VALUES (?, ?, ?)`,
-            this.#d.tenant,
-            tag,
-            atom.id,
-          );
-        }
-      }
+        this.#writeTagTokens(atom.id, row.tagTokens);
+      });
       this.#d.store.writeUpsertRows(records);
       this.#d.cache.write(this.#d.embedder.model, misses, now);
     });
@@ -142,36 +170,36 @@ export class KnowledgeBase {
     if (!Number.isInteger(topK) || topK < 1 || topK > LIMITS.topKMax) {
       throw invalid(`top_k must be an integer from 1 to ${LIMITS.topKMax}`);
     }
-    const allowed = filter ? this.#matchingIds(filter) : null;
+    const allowed = filter ? await this.#matchingIds(filter) : null;
     if (allowed && allowed.size === 0) return [];
     const { vectors } = await this.#d.cache.embed(this.#d.embedder, [query]);
     const vector = vectors[0] as Float32Array;
     if (!vector.some((value) => value !== 0)) throw invalid("query has no searchable words");
     const matches = await this.#d.store.query(vector, topK, allowed);
-    const rows = new Map(this.#rows(matches.map((match) => match.id)).map((row) => [row.id, row]));
+    const atoms = new Map((await this.#open(this.#rows(matches.map((match) => match.id)))).map((a) => [a.id, a]));
     const hits: SearchHit[] = [];
     for (const match of matches) {
-      const row = rows.get(match.id);
-      if (!row) continue; // e.g. deleted while an eventually consistent index still returns it
+      const atom = atoms.get(match.id);
+      if (!atom) continue; // e.g. deleted while an eventually consistent index still returns it
       hits.push({
-        id: row.id,
+        id: atom.id,
         score: Math.round(match.score * 10_000) / 10_000,
-        title: row.title,
-        source: row.source,
-        tags: JSON.parse(row.tags) as string[],
-        createdAt: new Date(row.created_at).toISOString(),
-        text: row.text,
+        title: atom.title,
+        source: atom.source,
+        tags: atom.tags,
+        createdAt: atom.createdAt,
+        text: atom.text,
       });
     }
     return hits;
   }
 
-  get(ids: readonly string[]): Atom[] {
+  async get(ids: readonly string[]): Promise<Atom[]> {
     checkIds(ids);
-    return this.#rows(ids).map(toAtom);
+    return this.#open(this.#rows(ids));
   }
 
-  async delete(ids: readonly string[]): Promise<{ deleted: string[]; notFound: string[] }> {
+  async #delete(ids: readonly string[]): Promise<{ deleted: string[]; notFound: string[] }> {
     checkIds(ids);
     const unique = [...new Set(ids)];
     const found = this.#existingIds(unique);
@@ -191,7 +219,7 @@ export class KnowledgeBase {
   }
 
   /** A page of atoms in insertion order, after `afterSeq`. */
-  list(afterSeq: number, limit: number): { atoms: Omit<Atom, "text">[]; lastSeq: number | null } {
+  async list(afterSeq: number, limit: number): Promise<{ atoms: Omit<Atom, "text">[]; lastSeq: number | null }> {
     const rows = this.#d.sql
       .exec<AtomRow>(
         `SELECT * FROM atoms WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?`,
@@ -202,10 +230,7 @@ export class KnowledgeBase {
       .toArray();
     const page = rows.slice(0, limit);
     return {
-      atoms: page.map((row) => {
-        const { text: _text, ...rest } = toAtom(row);
-        return rest;
-      }),
+      atoms: (await this.#open(page)).map(({ text: _text, ...rest }) => rest),
       lastSeq: rows.length > limit ? (page.at(-1)?.seq ?? null) : null,
     };
   }
@@ -252,51 +277,61 @@ export class KnowledgeBase {
     return out;
   }
 
-  #matchingIds(filter: AtomFilter): Set<string> {
+  /** Atom ids matching a filter, through blind tokens computed for every key version in use. */
+  async #matchingIds(filter: AtomFilter): Promise<Set<string>> {
+    const versions = this.keyVersionsInUse();
+    const tokens = async (kind: "tag" | "source", values: readonly string[]) =>
+      (
+        await Promise.all(
+          versions.flatMap((version) => values.map((value) => this.#d.cipher.token(version, kind, value))),
+        )
+      ).flat();
     const sets: Set<string>[] = [];
     const tenant = this.#d.tenant;
     const placeholders = (values: readonly string[]) => values.map(() => "?").join(",");
+    const ids = (rows: { id: string }[]) => new Set(rows.map((row) => row.id));
     if (filter.sources.length) {
+      const wanted = await tokens("source", filter.sources);
       sets.push(
-        new Set(
+        ids(
           this.#d.sql
             .exec<{ id: string }>(
-              `SELECT id FROM atoms WHERE tenant = ? AND source IN (${placeholders(filter.sources)})`,
+              `SELECT id FROM atoms WHERE tenant = ? AND source_token IN (${placeholders(wanted)})`,
               tenant,
-              ...filter.sources,
+              ...wanted,
             )
-            .toArray()
-            .map((row) => row.id),
+            .toArray(),
         ),
       );
     }
     if (filter.tagsAny.length) {
+      const wanted = await tokens("tag", filter.tagsAny);
       sets.push(
-        new Set(
+        ids(
           this.#d.sql
-            .exec<{ atom_id: string }>(
-              `SELECT DISTINCT atom_id FROM atom_tags WHERE tenant = ? AND tag IN (${placeholders(filter.tagsAny)})`,
+            .exec<{ id: string }>(
+              `SELECT DISTINCT atom_id AS id FROM atom_tags WHERE tenant = ? AND tag_token IN (${placeholders(wanted)})`,
               tenant,
-              ...filter.tagsAny,
+              ...wanted,
             )
-            .toArray()
-            .map((row) => row.atom_id),
+            .toArray(),
         ),
       );
     }
     if (filter.tagsAll.length) {
+      // An atom is sealed under one version, so it can hold at most one token per tag value.
+      const wanted = await tokens("tag", filter.tagsAll);
       sets.push(
-        new Set(
+        ids(
           this.#d.sql
-            .exec<{ atom_id: string }>(
-              `SELECT atom_id FROM atom_tags WHERE tenant = ? AND tag IN (${placeholders(filter.tagsAll)})
-               GROUP BY atom_id HAVING COUNT(DISTINCT tag) = ?`,
+            .exec<{ id: string }>(
+              `SELECT atom_id AS id FROM atom_tags WHERE tenant = ? AND tag_token IN (${placeholders(wanted)})
+               GROUP BY atom_id HAVING COUNT(DISTINCT tag_token) = ?`,
               tenant,
-              ...filter.tagsAll,
+              ...wanted,
               filter.tagsAll.length,
             )
-            .toArray()
-            .map((row) => row.atom_id),
+            .toArray(),
         ),
       );
     }
@@ -304,6 +339,119 @@ export class KnowledgeBase {
     if (!first) return new Set();
     return new Set([...first].filter((id) => rest.every((set) => set.has(id))));
   }
+
+  /** Data key versions that seal at least one atom (for filters and for rotation). */
+  keyVersionsInUse(): number[] {
+    return this.#d.sql
+      .exec<{ v: number }>(`SELECT DISTINCT key_version AS v FROM atoms WHERE tenant = ? ORDER BY v`, this.#d.tenant)
+      .toArray()
+      .map((row) => row.v);
+  }
+
+  async #resealBatch(target: number, limit: number, now: number): Promise<number> {
+    const rows = this.#d.sql
+      .exec<AtomRow>(
+        `SELECT id, seq, key_version, sealed, created_at, updated_at FROM atoms
+         WHERE tenant = ? AND key_version < ? ORDER BY seq LIMIT ?`,
+        this.#d.tenant,
+        target,
+        limit,
+      )
+      .toArray();
+    const opened = await this.#open(rows);
+    const sealed = await Promise.all(opened.map((atom) => this.#seal(atom.id, target, atom)));
+    this.#d.transaction(() => {
+      opened.forEach((atom, i) => {
+        const row = sealed[i] as SealedAtom;
+        // The version check makes a concurrent writer's newer row win: it is already under the target.
+        this.#d.sql.exec(
+          `UPDATE atoms SET key_version = ?, sealed = ?, source_token = ?, content_token = ?, updated_at = ?
+           WHERE tenant = ? AND id = ? AND key_version < ?`,
+          target,
+          row.sealed,
+          row.sourceToken,
+          row.contentToken,
+          now,
+          this.#d.tenant,
+          atom.id,
+          target,
+        );
+        this.#writeTagTokens(atom.id, row.tagTokens);
+      });
+    });
+    return rows.length;
+  }
+
+  async #purgeBatch(limit: number): Promise<number> {
+    const ids = this.#d.sql
+      .exec<{ id: string }>(`SELECT id FROM atoms WHERE tenant = ? ORDER BY seq LIMIT ?`, this.#d.tenant, limit)
+      .toArray()
+      .map((row) => row.id);
+    if (!ids.length) return 0;
+    await this.#d.store.beforeCommitDelete(ids);
+    this.#d.transaction(() => {
+      for (const id of ids) {
+        this.#d.sql.exec(`DELETE FROM atoms WHERE tenant = ? AND id = ?`, this.#d.tenant, id);
+        this.#d.sql.exec(`DELETE FROM atom_tags WHERE tenant = ? AND atom_id = ?`, this.#d.tenant, id);
+      }
+      this.#d.store.writeDeleteRows(ids);
+    });
+    this.#d.store.afterCommitDelete(ids);
+    return ids.length;
+  }
+
+  #writeTagTokens(atomId: string, tokens: readonly string[]): void {
+    this.#d.sql.exec(`DELETE FROM atom_tags WHERE tenant = ? AND atom_id = ?`, this.#d.tenant, atomId);
+    for (const token of tokens) {
+      this.#d.sql.exec(
+        `INSERT OR IGNORE INTO atom_tags (tenant, tag_token, atom_id) VALUES (?, ?, ?)`,
+        this.#d.tenant,
+        token,
+        atomId,
+      );
+    }
+  }
+
+  async #seal(atomId: string, version: number, fields: AtomFields): Promise<SealedAtom> {
+    const cipher = this.#d.cipher;
+    const [sealed, sourceToken, contentToken, tagTokens] = await Promise.all([
+      cipher.seal(atomId, version, {
+        title: fields.title,
+        source: fields.source,
+        tags: fields.tags,
+        text: fields.text,
+      }),
+      fields.source === null ? Promise.resolve(null) : cipher.token(version, "source", fields.source),
+      cipher.token(version, "content", fields.text),
+      Promise.all(fields.tags.map((tag) => cipher.token(version, "tag", tag))),
+    ]);
+    return { sealed, sourceToken, contentToken, tagTokens };
+  }
+
+  async #open(rows: readonly AtomRow[]): Promise<Atom[]> {
+    return Promise.all(
+      rows.map(async (row) => {
+        const fields = await this.#d.cipher.open(row.id, row.key_version, new Uint8Array(row.sealed));
+        return {
+          id: row.id,
+          title: fields.title,
+          source: fields.source,
+          tags: fields.tags,
+          text: fields.text,
+          contentHash: contentHash(fields.text),
+          createdAt: new Date(row.created_at).toISOString(),
+          updatedAt: new Date(row.updated_at).toISOString(),
+        };
+      }),
+    );
+  }
+}
+
+interface SealedAtom {
+  readonly sealed: Uint8Array;
+  readonly sourceToken: string | null;
+  readonly contentToken: string;
+  readonly tagTokens: string[];
 }
 
 interface ValidAtom {
@@ -366,19 +514,6 @@ function checkIds(ids: readonly string[]): void {
 
 function embeddingText(atom: ValidAtom): string {
   return atom.title ? `${atom.title}\n${atom.text}` : atom.text;
-}
-
-function toAtom(row: AtomRow): Atom {
-  return {
-    id: row.id,
-    title: row.title,
-    source: row.source,
-    tags: JSON.parse(row.tags) as string[],
-    text: row.text,
-    contentHash: row.content_hash,
-    createdAt: new Date(row.created_at).toISOString(),
-    updatedAt: new Date(row.updated_at).toISOString(),
-  };
 }
 
 function invalid(message: string): KbError {

@@ -1,6 +1,7 @@
 import { createRequestStateCodec, McpServer, type ServerContext } from "@modelcontextprotocol/server";
-import type { KnowledgeBase } from "../kb/knowledge-base";
+import type { TenantContext } from "../tenant/tenant-context";
 import type { RequestScope } from "./request-scope";
+import { registerDocumentTools } from "./tools/document-tools";
 import { registerKbTools } from "./tools/kb-tools";
 import { registerWhoami } from "./tools/whoami";
 
@@ -13,7 +14,11 @@ const PRIVATE = { ttlMs: 0, cacheScope: "private" } as const;
  * Builds a fresh MCP server for one request of one verified caller. Nothing is shared between instances: the
  * factory runs per request, inside the caller's tenant object.
  */
-export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint8Array, kb: KnowledgeBase): McpServer {
+export function createTenantMcpServer(
+  scope: RequestScope,
+  requestStateKey: Uint8Array,
+  tenant: TenantContext,
+): McpServer {
   // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
   // and method, so state minted for one caller is refused for any other.
   const requestState = createRequestStateCodec({
@@ -35,6 +40,7 @@ export function createTenantMcpServer(scope: RequestScope, requestStateKey: Uint
     requestState: { verify: requestState.verify },
   });
   registerWhoami(server, scope);
-  registerKbTools(server, scope, kb);
+  registerKbTools(server, scope, tenant.kb);
+  registerDocumentTools(server, scope, tenant.blobs);
   return server;
 }

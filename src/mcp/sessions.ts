@@ -96,6 +96,15 @@ export class SessionStore {
     return this.#delete(subject, await sha256Hex(sessionId));
   }
 
+  /** Ends every session of the tenant (offboarding). Returns how many there were. */
+  endAll(): number {
+    const n = this.#sql
+      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#tenant)
+      .one().n;
+    this.#sql.exec(`DELETE FROM mcp_sessions WHERE tenant = ?`, this.#tenant);
+    return n;
+  }
+
   count(subject: string): number {
     const row = this.#sql
       .exec<{ n: number }>(

@@ -9,6 +9,8 @@ export const TOOL_SCOPES: Readonly<Record<string, string>> = {
   get_atom: "kb.read",
   list_atoms: "kb.read",
   kb_stats: "kb.read",
+  put_document: "kb.write",
+  get_document: "kb.read",
 };
 
 export const METHOD_SCOPES: Readonly<Record<string, string>> = {

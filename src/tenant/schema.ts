@@ -9,13 +9,6 @@ export const SCHEMA = [
      key   TEXT PRIMARY KEY,
      value TEXT NOT NULL
    )`,
-  `CREATE TABLE IF NOT EXISTS tenant_secrets (
-     tenant     TEXT NOT NULL,
-     name       TEXT NOT NULL,
-     value      BLOB NOT NULL,
-     created_at INTEGER NOT NULL,
-     PRIMARY KEY (tenant, name)
-   )`,
   // Data keys, only ever stored wrapped under a master key epoch (src/crypto/key-wrap.ts, docs/crypto.md).
   `CREATE TABLE IF NOT EXISTS tenant_keys (
      tenant     TEXT NOT NULL,
@@ -37,25 +30,25 @@ export const SCHEMA = [
   `CREATE INDEX IF NOT EXISTS mcp_sessions_by_age ON mcp_sessions (tenant, subject, last_seen_at)`,
   // Knowledge base (docs/storage.md). `seq` orders atoms for listing; cursors carry the last seq seen.
   `CREATE TABLE IF NOT EXISTS atoms (
-     tenant       TEXT NOT NULL,
-     id           TEXT NOT NULL,
-     seq          INTEGER NOT NULL,
-     title        TEXT,
-     source       TEXT,
-     tags         TEXT NOT NULL,
-     text         TEXT NOT NULL,
-     content_hash TEXT NOT NULL,
-     created_at   INTEGER NOT NULL,
-     updated_at   INTEGER NOT NULL,
+     tenant        TEXT NOT NULL,
+     id            TEXT NOT NULL,
+     seq           INTEGER NOT NULL,
+     key_version   INTEGER NOT NULL,
+     sealed        BLOB NOT NULL,
+     source_token  TEXT,
+     content_token TEXT NOT NULL,
+     created_at    INTEGER NOT NULL,
+     updated_at    INTEGER NOT NULL,
      PRIMARY KEY (tenant, id)
    )`,
   `CREATE UNIQUE INDEX IF NOT EXISTS atoms_by_seq ON atoms (tenant, seq)`,
-  `CREATE INDEX IF NOT EXISTS atoms_by_source ON atoms (tenant, source)`,
+  `CREATE INDEX IF NOT EXISTS atoms_by_source ON atoms (tenant, source_token)`,
+  `CREATE INDEX IF NOT EXISTS atoms_by_key_version ON atoms (tenant, key_version)`,
   `CREATE TABLE IF NOT EXISTS atom_tags (
-     tenant  TEXT NOT NULL,
-     tag     TEXT NOT NULL,
-     atom_id TEXT NOT NULL,
-     PRIMARY KEY (tenant, tag, atom_id)
+     tenant    TEXT NOT NULL,
+     tag_token TEXT NOT NULL,
+     atom_id   TEXT NOT NULL,
+     PRIMARY KEY (tenant, tag_token, atom_id)
    )`,
   `CREATE INDEX IF NOT EXISTS atom_tags_by_atom ON atom_tags (tenant, atom_id)`,
   `CREATE TABLE IF NOT EXISTS local_vectors (
@@ -73,6 +66,18 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, vector_id)
    )`,
   `CREATE UNIQUE INDEX IF NOT EXISTS vectorize_ids_by_atom ON vectorize_ids (tenant, atom_id)`,
+  // Tenant documents: the bytes are in R2 (t/<tenant>/docs/<id>), encrypted under data key `key_version`.
+  `CREATE TABLE IF NOT EXISTS documents (
+     tenant       TEXT NOT NULL,
+     id           TEXT NOT NULL,
+     key_version  INTEGER NOT NULL,
+     size         INTEGER NOT NULL,
+     content_type TEXT NOT NULL,
+     created_at   INTEGER NOT NULL,
+     updated_at   INTEGER NOT NULL,
+     PRIMARY KEY (tenant, id)
+   )`,
+  `CREATE INDEX IF NOT EXISTS documents_by_key_version ON documents (tenant, key_version)`,
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,
      model        TEXT NOT NULL,

@@ -1,38 +1,39 @@
 import { DurableObject } from "cloudflare:workers";
-import { createMcpHandler, isLegacyRequest, legacyStatelessFallback } from "@modelcontextprotocol/server";
 import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "../auth/identity";
+import { serveDocumentRequest } from "../blob/document-http";
+import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
+import { MasterKeys } from "../crypto/master-keys";
 import type { Env } from "../env";
-import { InsufficientScopeError, KbError } from "../errors";
+import { KbError } from "../errors";
 import { errorResponse, toKbError } from "../http/error-response";
-import { MODERN_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "../http/transport-guards";
-import { EmbeddingCache } from "../kb/embedding-cache";
-import { KnowledgeBase } from "../kb/knowledge-base";
-import { LIMITS } from "../kb/limits";
-import { LocalVectorIndex } from "../kb/local-index";
-import { embedderFor, placementFor } from "../kb/placement";
-import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
-import type { RequestScope } from "../mcp/request-scope";
+import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer } from "../mcp/server-factory";
-import { SessionStore } from "../mcp/sessions";
-import { requiredScopes } from "../mcp/tool-scopes";
+import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { migrate } from "./schema";
+import { TenantContext } from "./tenant-context";
 
-const LEGACY_VERSIONS: readonly string[] = SUPPORTED_PROTOCOL_VERSIONS.filter(
-  (version) => version !== MODERN_PROTOCOL_VERSION,
-);
-const DEFAULT_LEGACY_VERSION = "2025-11-25";
+export interface TenantStatus {
+  readonly tenant: string;
+  readonly state: string;
+  readonly keys: { version: number; epoch: string; createdAt: string; current: boolean }[];
+  readonly atoms: number;
+  readonly documents: number;
+  readonly rotation: RotationState | null;
+  readonly receipt: ShredReceipt | null;
+}
 
 /**
  * One instance per tenant (`idFromName(tenant)`): it hosts that tenant's MCP server and owns all of its storage.
- * Its RPC surface is `serveMcp`; everything else is #private. The identity arrives as an RPC argument from the
- * edge, which verified the token; the object re-checks that the identity's tenant is the one it was created for.
+ * The RPC surface is the methods below; everything else is #private. Tenant-facing methods take the verified
+ * identity (from the edge, which verified the token); admin methods take the target tenant (from the admin API,
+ * which verified an admin token). Either way the object first checks that the tenant is the one it was created
+ * for, and refuses an offboarded tenant.
  */
 export class TenantServer extends DurableObject<Env> {
-  /** This tenant's knowledge base; its local vector index stays loaded for the object's lifetime. */
-  #kb: KnowledgeBase | null = null;
+  #tenant: TenantContext | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -40,257 +41,180 @@ export class TenantServer extends DurableObject<Env> {
   }
 
   async serveMcp(request: Request, identity: Identity, requestId: string): Promise<Response> {
-    let config: Config | null = null;
-    try {
-      config = loadConfig(this.env);
-      this.#assertOwnTenant(identity, requestId, config);
-      return await this.#route(request, identity, requestId, config);
-    } catch (error) {
-      const kbError = toKbError(error);
-      if (kbError.status >= 500) {
-        log("error", { event: "mcp.error", requestId, tenant: identity.tenant, code: kbError.code });
-      }
-      return errorResponse(kbError, { requestId, config, tokenSent: true });
-    }
-  }
-
-  async #route(request: Request, identity: Identity, requestId: string, config: Config): Promise<Response> {
-    const body = request.method === "POST" ? await request.text() : "";
-    let parsedBody: unknown;
-    try {
-      parsedBody = body ? JSON.parse(body) : undefined;
-    } catch {
-      parsedBody = undefined;
-    }
-    const missing = requiredScopes(parsedBody).filter((scope) => !identity.scopes.includes(scope));
-    if (missing.length) throw new InsufficientScopeError(missing);
-    const forward = new Request(request.url, {
-      method: request.method,
-      headers: request.headers,
-      body: request.method === "POST" ? body : null,
-    });
-    const legacy = await isLegacyRequest(forward.clone(), parsedBody, { maxRequestBodySize: config.maxBodyBytes });
-    if (!legacy) {
-      const scope = await this.#scope(identity, requestId, "modern", MODERN_PROTOCOL_VERSION);
-      const kb = this.#knowledgeBase(identity.tenant);
-      const handler = createMcpHandler(() => createTenantMcpServer(scope, scope.requestStateKey, kb), {
-        legacy: "reject",
-        maxRequestBodySize: config.maxBodyBytes,
-      });
-      return handler.fetch(forward, parsedBody === undefined ? undefined : { parsedBody });
-    }
-    return this.#serveLegacy(forward, parsedBody, identity, requestId, config);
-  }
-
-  /**
-   * 2025-era clients are sessionful. Sessions live in SQLite (so they survive eviction) and each request is then
-   * served by a fresh server instance; the session id is checked against the caller's tenant and subject first.
-   */
-  async #serveLegacy(
-    request: Request,
-    parsedBody: unknown,
-    identity: Identity,
-    requestId: string,
-    config: Config,
-  ): Promise<Response> {
-    const sessions = new SessionStore(this.ctx.storage.sql, identity.tenant, {
-      idleTtlMs: config.sessionIdleTtlS * 1000,
-      maxPerSubject: config.maxSessionsPerSubject,
-    });
-    const now = Date.now();
-    const sessionId = request.headers.get("mcp-session-id");
-    const isInitialize =
-      request.method === "POST" &&
-      typeof parsedBody === "object" &&
-      parsedBody !== null &&
-      !Array.isArray(parsedBody) &&
-      (parsedBody as { method?: unknown }).method === "initialize";
-
-    if (isInitialize) {
-      const id = (parsedBody as { id?: unknown }).id;
-      if (typeof id !== "string" && typeof id !== "number") {
-        throw new KbError("ERR_BAD_REQUEST", "Bad Request: initialize must be a request with an id");
-      }
-      const requested = (parsedBody as { params?: { protocolVersion?: unknown } }).params?.protocolVersion;
-      const offered =
-        typeof requested === "string" && LEGACY_VERSIONS.includes(requested) ? requested : DEFAULT_LEGACY_VERSION;
-      const response = await this.#legacyHandler(identity, requestId, offered, config)(request, { parsedBody });
-      // A session exists only for a handshake that succeeded: the answer must be a result for this request id.
-      const text = await response.text();
-      const result = initializeResult(text, id);
-      const copy = new Response(text, response);
-      if (response.status >= 400 || !result) return copy;
-      const version = LEGACY_VERSIONS.includes(result.protocolVersion) ? result.protocolVersion : offered;
-      const newId = await sessions.create(identity.subject, version, now);
-      log("info", {
-        event: "mcp.session.created",
+    return this.#serve(identity, requestId, async (tenant, config) =>
+      serveMcpRequest(request, {
+        identity,
         requestId,
-        tenant: identity.tenant,
-        subject: identity.subject,
-        outcome: "ok",
-      });
-      copy.headers.set("mcp-session-id", newId);
-      return copy;
-    }
-
-    if (!sessionId) {
-      if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
-      throw new KbError("ERR_SESSION_REQUIRED", "Bad Request: Mcp-Session-Id header is required");
-    }
-    if (request.method === "DELETE") {
-      if (!(await sessions.end(identity.subject, sessionId))) {
-        throw new KbError("ERR_SESSION_NOT_FOUND", "Session not found");
-      }
-      log("info", {
-        event: "mcp.session.ended",
-        requestId,
-        tenant: identity.tenant,
-        subject: identity.subject,
-        outcome: "ok",
-      });
-      return new Response(null, { status: 204 });
-    }
-    const session = await sessions.touch(identity.subject, sessionId, now);
-    if (!session) throw new KbError("ERR_SESSION_NOT_FOUND", "Session not found");
-    // No standalone server-to-client stream is offered (the spec allows 405 for GET).
-    if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
-    if (request.method !== "POST") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
-    // Unsupported versions were refused at the edge. A different supported legacy version is tolerated (clients
-    // SHOULD send the negotiated one), but the session is always served at the version it negotiated.
-    const header = request.headers.get("mcp-protocol-version");
-    if (header !== null && !LEGACY_VERSIONS.includes(header)) {
-      throw new KbError("ERR_PROTOCOL_VERSION", "Bad Request: MCP-Protocol-Version not usable for this session");
-    }
-    const pinned = new Request(request, { headers: new Headers(request.headers) });
-    pinned.headers.set("mcp-protocol-version", session.protocolVersion);
-    const response = await this.#legacyHandler(
-      identity,
-      requestId,
-      session.protocolVersion,
-      config,
-    )(pinned, {
-      parsedBody,
-    });
-    return withHeader(response, "mcp-session-id", sessionId);
-  }
-
-  #legacyHandler(identity: Identity, requestId: string, version: string, config: Config) {
-    return legacyStatelessFallback(
-      async () => {
-        const scope = await this.#scope(identity, requestId, "legacy", version);
-        return createTenantMcpServer(scope, scope.requestStateKey, this.#knowledgeBase(identity.tenant));
-      },
-      undefined,
-      { maxRequestBodySize: config.maxBodyBytes },
+        config,
+        sessions: tenant.sessions(config),
+        serverFor: async (era, protocolVersion) => {
+          const version = (await tenant.keyring.current()).version;
+          const handles = await HandleCodec.create(await tenant.keyring.subkey(version, "handles"), identity);
+          const requestStateKey = await tenant.keyring.subkey(version, "request-state");
+          return createTenantMcpServer({ identity, era, protocolVersion, requestId, handles }, requestStateKey, tenant);
+        },
+      }),
     );
   }
 
-  async #scope(
-    identity: Identity,
-    requestId: string,
-    era: "legacy" | "modern",
-    protocolVersion: string,
-  ): Promise<RequestScope & { requestStateKey: Uint8Array }> {
-    const handles = await HandleCodec.create(this.#secret(identity.tenant, "handle-mac-key"), identity);
+  async serveDocument(request: Request, identity: Identity, requestId: string, documentId: string): Promise<Response> {
+    return this.#serve(identity, requestId, async (tenant) =>
+      serveDocumentRequest(request, identity, tenant, documentId),
+    );
+  }
+
+  // ---- platform admin (called by the admin API after verifying an admin token) ----
+
+  async adminStatus(tenant: string): Promise<TenantStatus> {
+    const ctx = this.#context(tenant);
+    const lifecycle = this.#lifecycle(ctx);
+    const active = lifecycle.state() === "active";
     return {
-      identity,
-      era,
-      protocolVersion,
-      requestId,
-      handles,
-      requestStateKey: this.#secret(identity.tenant, "request-state-key"),
+      tenant,
+      state: lifecycle.state(),
+      keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
+      atoms: active ? ctx.kb.count() : this.#count("atoms"),
+      documents: this.#count("documents"),
+      rotation: lifecycle.rotation(),
+      receipt: lifecycle.receipt(),
     };
   }
 
-  #knowledgeBase(tenant: string): KnowledgeBase {
-    if (this.#kb) return this.#kb;
-    const sql = this.ctx.storage.sql;
-    const embedder = embedderFor(this.env);
-    const placement = placementFor(this.env, tenant);
-    const store =
-      placement.kind === "local"
-        ? new LocalVectorIndex(sql, tenant, embedder.dimensions)
-        : new VectorizeVectorStore(sql, tenant, placement.vectorize, embedder.dimensions);
-    this.#kb = new KnowledgeBase({
-      sql,
-      transaction: (fn) => this.ctx.storage.transactionSync(fn),
-      tenant,
-      store,
-      embedder,
-      cache: new EmbeddingCache(sql, tenant),
-      maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
-    });
-    return this.#kb;
+  /** Crypto-shred: keys and sessions are destroyed before this returns; the purge continues in the alarm. */
+  async adminOffboard(tenant: string, requestedBy: string): Promise<ShredReceipt> {
+    const ctx = this.#context(tenant);
+    const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
+    log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
+    await this.#registry().setState(tenant, "offboarding");
+    await this.ctx.storage.setAlarm(Date.now());
+    return receipt;
   }
 
-  /** A per-tenant random secret, created on first use and kept in this tenant's storage only. */
-  #secret(tenant: string, name: string): Uint8Array {
-    const row = this.ctx.storage.sql
-      .exec<{ value: ArrayBuffer }>(`SELECT value FROM tenant_secrets WHERE tenant = ? AND name = ?`, tenant, name)
-      .toArray()[0];
-    if (row) return new Uint8Array(row.value);
-    const value = crypto.getRandomValues(new Uint8Array(32));
-    this.ctx.storage.sql.exec(
-      `INSERT INTO tenant_secrets (tenant, name, value, created_at) VALUES (?, ?, ?, ?)`,
-      tenant,
-      name,
-      value,
-      Date.now(),
-    );
-    return value;
+  async adminRotate(tenant: string): Promise<RotationState> {
+    await this.#ensureRegistered(tenant);
+    const state = await this.#lifecycle(this.#context(tenant)).startRotation();
+    await this.ctx.storage.setAlarm(Date.now());
+    return state;
+  }
+
+  /** Master epoch rotation, per tenant: rewrap every data key under the current epoch (data untouched). */
+  async rewrapKeys(tenant: string): Promise<number> {
+    const ctx = this.#context(tenant);
+    if (this.#lifecycle(ctx).state() !== "active") return 0;
+    return ctx.keyring.rewrapAll();
+  }
+
+  /** Runs one step of the pending job (purge after offboarding, or re-encryption after a key rotation). */
+  override async alarm(): Promise<void> {
+    const tenant = this.#boundTenant();
+    if (!tenant) return;
+    const lifecycle = this.#lifecycle(this.#context(tenant));
+    const done = lifecycle.state() === "active" ? await lifecycle.rotationStep() : await lifecycle.purgeStep();
+    if (!done) {
+      await this.ctx.storage.setAlarm(Date.now() + 10);
+    } else if (lifecycle.state() === "offboarded") {
+      await this.#registry().setState(tenant, "offboarded");
+      this.#tenant = null;
+    }
+  }
+
+  async #serve(
+    identity: Identity,
+    requestId: string,
+    handler: (tenant: TenantContext, config: Config) => Promise<Response>,
+  ): Promise<Response> {
+    let config: Config | null = null;
+    try {
+      config = loadConfig(this.env);
+      this.#checkIdentity(identity, requestId, config);
+      const tenant = this.#context(identity.tenant);
+      this.#lifecycle(tenant).assertActive();
+      await this.#ensureRegistered(identity.tenant);
+      return await handler(tenant, config);
+    } catch (error) {
+      const kbError = toKbError(error);
+      if (kbError.status >= 500) {
+        log("error", { event: "tenant.error", requestId, tenant: identity.tenant, code: kbError.code });
+      }
+      return errorResponse(kbError, { requestId, config, tokenSent: true });
+    }
   }
 
   /**
    * Defence in depth: the edge chose this object by `idFromName(identity.tenant)`, so a mismatch means a routing
    * bug or a forged call. The object also remembers the first tenant it served and refuses any other.
    */
-  #assertOwnTenant(identity: Identity, requestId: string, config: Config): void {
+  #checkIdentity(identity: Identity, requestId: string, config: Config): void {
     const valid =
-      typeof identity?.tenant === "string" &&
-      TENANT_PATTERN.test(identity.tenant) &&
-      typeof identity.subject === "string" &&
+      typeof identity?.subject === "string" &&
       SUBJECT_PATTERN.test(identity.subject) &&
-      this.env.TENANT_SERVER.idFromName(identity.tenant).equals(this.ctx.id);
-    const bound = valid ? this.#bindTenant(identity.tenant) : null;
-    if (!valid || bound !== identity.tenant) {
-      log("warn", { event: "tenant.mismatch", requestId, tenant: bound ?? undefined, outcome: "rejected" });
+      typeof identity.expiresAt === "number";
+    if (!valid) {
+      log("warn", { event: "tenant.mismatch", requestId, outcome: "rejected" });
       throw new KbError("ERR_TENANT_MISMATCH", "Forbidden");
     }
+    this.#context(identity.tenant, requestId);
     if ((identity.expiresAt + config.clockToleranceS) * 1000 <= Date.now()) {
       throw new KbError("ERR_TOKEN_EXPIRED", "token expired");
     }
   }
 
+  /** This object's tenant context, after checking that `tenant` is this object's tenant. */
+  #context(tenant: string, requestId?: string): TenantContext {
+    const ours =
+      typeof tenant === "string" &&
+      TENANT_PATTERN.test(tenant) &&
+      this.env.TENANT_SERVER.idFromName(tenant).equals(this.ctx.id) &&
+      this.#bindTenant(tenant) === tenant;
+    if (!ours) {
+      log("warn", {
+        event: "tenant.mismatch",
+        requestId,
+        tenant: this.#boundTenant() ?? undefined,
+        outcome: "rejected",
+      });
+      throw new KbError("ERR_TENANT_MISMATCH", "Forbidden");
+    }
+    this.#tenant ??= new TenantContext(this.ctx, this.env, tenant);
+    return this.#tenant;
+  }
+
+  #lifecycle(ctx: TenantContext): TenantLifecycle {
+    return new TenantLifecycle(this.ctx.storage.sql, ctx);
+  }
+
   #bindTenant(tenant: string): string {
     const sql = this.ctx.storage.sql;
+    const bound = this.#boundTenant();
+    if (bound) return bound;
     sql.exec(`INSERT INTO tenant_meta (key, value) VALUES ('tenant', ?) ON CONFLICT (key) DO NOTHING`, tenant);
-    return sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'tenant'`).one().value;
+    return this.#boundTenant() ?? tenant;
+  }
+
+  /** Tells the registry about this tenant once (it drives platform-wide jobs such as the master epoch rewrap). */
+  async #ensureRegistered(tenant: string): Promise<void> {
+    const sql = this.ctx.storage.sql;
+    if (sql.exec(`SELECT 1 FROM tenant_meta WHERE key = 'registered'`).toArray().length) return;
+    await this.#registry().register(tenant);
+    sql.exec(`INSERT INTO tenant_meta (key, value) VALUES ('registered', '1') ON CONFLICT (key) DO NOTHING`);
+  }
+
+  #boundTenant(): string | null {
+    return (
+      this.ctx.storage.sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'tenant'`).toArray()[0]
+        ?.value ?? null
+    );
+  }
+
+  #count(table: "atoms" | "documents"): number {
+    const tenant = this.#boundTenant();
+    return this.ctx.storage.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ?`, tenant).one()
+      .n;
+  }
+
+  #registry() {
+    return this.env.TENANT_REGISTRY.get(this.env.TENANT_REGISTRY.idFromName("registry"));
   }
 }
 
-/** The InitializeResult for request `id` in a JSON or SSE response body, or null. */
-function initializeResult(body: string, id: string | number): { protocolVersion: string } | null {
-  const candidates = body.trimStart().startsWith("{")
-    ? [body]
-    : body
-        .split("\n")
-        .filter((line) => line.startsWith("data:"))
-        .map((line) => line.slice(5));
-  for (const candidate of candidates) {
-    try {
-      const message = JSON.parse(candidate) as { id?: unknown; result?: { protocolVersion?: unknown } };
-      if (message.id === id && typeof message.result?.protocolVersion === "string") {
-        return { protocolVersion: message.result.protocolVersion };
-      }
-    } catch {
-      // not JSON: not a result
-    }
-  }
-  return null;
-}
-
-function withHeader(response: Response, name: string, value: string): Response {
-  const copy = new Response(response.body, response);
-  copy.headers.set(name, value);
-  return copy;
-}
+export type { DocumentMeta };

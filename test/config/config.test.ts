@@ -18,9 +18,11 @@ const PUBLIC_EC_KEY = {
 };
 
 /** A complete, valid configuration; each test bends one variable. */
-function baseEnv(overrides: Partial<Omit<Env, "TENANT_SERVER">> = {}): Env {
+function baseEnv(overrides: Partial<Omit<Env, "TENANT_SERVER" | "TENANT_REGISTRY" | "DOCS">> = {}): Env {
   return {
     TENANT_SERVER: env.TENANT_SERVER,
+    TENANT_REGISTRY: env.TENANT_REGISTRY,
+    DOCS: env.DOCS,
     ENVIRONMENT: "test",
     MCP_RESOURCE: "https://kb.test/mcp",
     AUTH_ISSUER: "https://issuer.test/",

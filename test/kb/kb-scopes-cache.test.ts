@@ -1,6 +1,9 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { MasterKeys } from "../../src/crypto/master-keys";
+import { TenantKeyring } from "../../src/crypto/tenant-keyring";
+import { AtomCipher } from "../../src/kb/atom-cipher";
 import { type AiBinding, type Embedder, hashEmbed, WorkersAiEmbedder } from "../../src/kb/embedder";
 import { contentHash, EmbeddingCache } from "../../src/kb/embedding-cache";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
@@ -197,6 +200,7 @@ function buildKb(
       }),
     tenant,
     store: new LocalVectorIndex(sql, tenant, 384),
+    cipher: new AtomCipher(new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env)), tenant),
     embedder,
     cache: new EmbeddingCache(sql, tenant),
     maxAtoms: options.maxAtoms ?? 1000,
@@ -369,8 +373,8 @@ describe("embedding cache", () => {
         expect(hashes).not.toContain(contentHash("rolled back text one"));
         // a1 keeps its text, and a fresh knowledge base (as after eviction) sees the committed state only.
         const fresh = buildKb(state, tenantA, embedder);
-        expect(fresh.get(["a1"])[0]?.text).toBe(SAME);
-        expect(fresh.get(["r1"])).toEqual([]);
+        expect((await fresh.get(["a1"]))[0]?.text).toBe(SAME);
+        expect(await fresh.get(["r1"])).toEqual([]);
       });
     });
   });

@@ -3,6 +3,8 @@ import { env } from "cloudflare:workers";
 import { createRequestStateCodec, type ServerContext } from "@modelcontextprotocol/server";
 import { describe, expect, it } from "vitest";
 import type { Identity } from "../../src/auth/identity";
+import { MasterKeys } from "../../src/crypto/master-keys";
+import { TenantKeyring } from "../../src/crypto/tenant-keyring";
 import { HandleCodec } from "../../src/mcp/handles";
 import { base64url, fromBase64url } from "../../src/util/bytes";
 import { modernRequest } from "../helpers/clients";
@@ -253,15 +255,11 @@ describe("requestState codec bound to tenant, subject and method", () => {
 describe("requestState through the real server (2026-07-28 tools/call)", () => {
   async function requestStateKey(tenant: string): Promise<Uint8Array> {
     const stub = env.TENANT_SERVER.get(env.TENANT_SERVER.idFromName(tenant));
-    return runInDurableObject(stub, (_instance, state) => {
-      const row = state.storage.sql
-        .exec<{ value: ArrayBuffer }>(
-          `SELECT value FROM tenant_secrets WHERE tenant = ? AND name = 'request-state-key'`,
-          tenant,
-        )
-        .toArray()[0];
-      if (!row) throw new Error(`no request-state-key for ${tenant}`);
-      return new Uint8Array(row.value);
+    // The request-state key is derived from the tenant's current data key (so a crypto-shred destroys it too).
+    return runInDurableObject(stub, async (_instance, state) => {
+      const keyring = new TenantKeyring(state.storage.sql, tenant, MasterKeys.fromEnv(env));
+      const { version } = await keyring.current();
+      return keyring.subkey(version, "request-state");
     });
   }
 

@@ -98,7 +98,7 @@ export function registerKbTools(server: McpServer, scope: RequestScope, kb: Know
     },
     async ({ id }) =>
       run("get_atom", async () => {
-        const [atom] = kb.get([id]);
+        const [atom] = await kb.get([id]);
         if (!atom) throw notFound();
         return { atom };
       })(),
@@ -136,7 +136,7 @@ export function registerKbTools(server: McpServer, scope: RequestScope, kb: Know
           if (!opened || !Number.isInteger(opened.after)) throw invalidCursor();
           after = opened.after;
         }
-        const page = kb.list(after, limit ?? LIMITS.listPageDefault);
+        const page = await kb.list(after, limit ?? LIMITS.listPageDefault);
         const next =
           page.lastSeq === null ? null : await scope.handles.mint(LIST_CURSOR, { after: page.lastSeq }, CURSOR_TTL_S);
         return { atoms: page.atoms, next_cursor: next };
@@ -160,7 +160,8 @@ export function registerKbTools(server: McpServer, scope: RequestScope, kb: Know
     { title: "Knowledge atom", description: "One atom of your tenant's knowledge base.", mimeType: "text/plain" },
     async (uri, variables) => {
       const id = typeof variables.id === "string" ? decodeURIComponent(variables.id) : "";
-      const atom = LIMITS.idPattern.test(id) && scope.identity.scopes.includes("kb.read") ? kb.get([id])[0] : undefined;
+      const atom =
+        LIMITS.idPattern.test(id) && scope.identity.scopes.includes("kb.read") ? (await kb.get([id]))[0] : undefined;
       // Another tenant's atom is simply not here: the same answer as an id that never existed.
       if (!atom) throw new ResourceNotFoundError(uri.href);
       return {

@@ -1,0 +1,92 @@
+import type { Context, Hono } from "hono";
+import { TENANT_PATTERN } from "../auth/identity";
+import { keyResolver } from "../auth/keys";
+import { type AdminIdentity, bearerFromRequest, verifyAdminToken } from "../auth/verify-token";
+import type { Config } from "../config";
+import { KbError } from "../errors";
+import { type AppEnv, requireConfig } from "../http/context";
+import { checkOriginAndHost } from "../http/origin-guard";
+import { log } from "../log";
+
+/**
+ * Platform-admin API. Tokens must be issued for the admin audience (ADMIN_AUDIENCE, default `<origin>/admin`) and
+ * carry the `platform:admin` scope; tenant tokens are refused (wrong audience). Here, and only here, a path names
+ * a tenant: the caller is the platform operator, not a tenant, and every call is logged with the operator's subject.
+ *
+ *   GET  /admin/tenants                    the registry (tenant ids and lifecycle states)
+ *   GET  /admin/tenants/:tenant            status: key versions and epochs, counts, rotation, shred receipt
+ *   POST /admin/tenants/:tenant/offboard   crypto-shred; body {"confirm": "<tenant>"}
+ *   POST /admin/tenants/:tenant/rotate     new data key version; re-encryption runs in the background
+ *   POST /admin/master/rewrap              rewrap every tenant's data keys under MASTER_KEY_EPOCH
+ *   GET  /admin/master                     rewrap progress
+ */
+export function registerAdminRoutes(app: Hono<AppEnv>): void {
+  app.get("/admin/tenants", async (c) => {
+    await authenticateAdmin(c);
+    const after = c.req.query("after") ?? "";
+    return json(c, { tenants: await registry(c).list(after, 500) });
+  });
+
+  app.get("/admin/tenants/:tenant", async (c) => {
+    await authenticateAdmin(c);
+    return json(c, await tenantServer(c).adminStatus(tenantParam(c)));
+  });
+
+  app.post("/admin/tenants/:tenant/offboard", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const body = (await c.req.json().catch(() => null)) as { confirm?: unknown } | null;
+    if (body?.confirm !== tenant) {
+      throw new KbError("ERR_BAD_REQUEST", 'confirm by sending {"confirm": "<tenant>"}');
+    }
+    const receipt = await tenantServer(c).adminOffboard(tenant, admin.subject);
+    log("warn", { event: "admin.offboard", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
+    return json(c, { receipt }, 202);
+  });
+
+  app.post("/admin/tenants/:tenant/rotate", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const rotation = await tenantServer(c).adminRotate(tenant);
+    log("info", { event: "admin.rotate", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
+    return json(c, { rotation }, 202);
+  });
+
+  app.post("/admin/master/rewrap", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const job = await registry(c).startRewrap();
+    log("info", { event: "admin.master.rewrap", requestId: c.var.requestId, subject: admin.subject, outcome: "ok" });
+    return json(c, { job }, 202);
+  });
+
+  app.get("/admin/master", async (c) => {
+    await authenticateAdmin(c);
+    return json(c, { job: await registry(c).rewrapStatus() });
+  });
+}
+
+async function authenticateAdmin(c: Context<AppEnv>): Promise<AdminIdentity> {
+  const config: Config = requireConfig(c.var.config);
+  const request = c.req.raw;
+  checkOriginAndHost(request, config);
+  c.set("tokenSent", request.headers.has("authorization"));
+  return verifyAdminToken(bearerFromRequest(request), config, keyResolver(config));
+}
+
+function tenantParam(c: Context<AppEnv>): string {
+  const tenant = c.req.param("tenant") ?? "";
+  if (!TENANT_PATTERN.test(tenant)) throw new KbError("ERR_BAD_REQUEST", "invalid tenant id");
+  return tenant;
+}
+
+function tenantServer(c: Context<AppEnv>) {
+  return c.env.TENANT_SERVER.get(c.env.TENANT_SERVER.idFromName(tenantParam(c)));
+}
+
+function registry(c: Context<AppEnv>) {
+  return c.env.TENANT_REGISTRY.get(c.env.TENANT_REGISTRY.idFromName("registry"));
+}
+
+function json(c: Context<AppEnv>, body: unknown, status: 200 | 202 = 200): Response {
+  return c.json(body, status, { "cache-control": "no-store" });
+}

@@ -1,0 +1,81 @@
+import type { Identity } from "../auth/identity";
+import { InsufficientScopeError, KbError } from "../errors";
+import type { TenantContext } from "../tenant/tenant-context";
+import { type RangeRequest, resolveRange } from "./encrypted-blobs";
+
+/**
+ * The streaming document endpoint, inside the tenant object: PUT (Content-Length required; the body is encrypted
+ * as it streams), GET (whole, decrypting as it streams; or one `Range: bytes=` range, decrypting only the chunks
+ * it needs), DELETE. The id is validated by EncryptedBlobs; the tenant is the object's own.
+ */
+export async function serveDocumentRequest(
+  request: Request,
+  identity: Identity,
+  tenant: TenantContext,
+  id: string,
+): Promise<Response> {
+  const need = request.method === "GET" || request.method === "HEAD" ? "kb.read" : "kb.write";
+  if (!identity.scopes.includes(need)) throw new InsufficientScopeError([need]);
+  const blobs = tenant.blobs;
+  switch (request.method) {
+    case "PUT": {
+      const declared = request.headers.get("content-length");
+      if (declared === null || !/^\d+$/.test(declared)) {
+        throw new KbError("ERR_LENGTH_REQUIRED", "Length Required: send Content-Length");
+      }
+      const body = request.body ?? new ReadableStream<Uint8Array>({ start: (c) => c.close() });
+      const meta = await blobs.put(
+        id,
+        body,
+        Number(declared),
+        request.headers.get("content-type") ?? "application/octet-stream",
+      );
+      return Response.json({ document: meta }, { status: 201, headers: { "cache-control": "no-store" } });
+    }
+    case "GET":
+    case "HEAD": {
+      const meta = blobs.head(id);
+      if (!meta) throw new KbError("ERR_NOT_FOUND", "document not found");
+      const range = parseRange(request.headers.get("range"));
+      const headers = new Headers({
+        "content-type": meta.contentType,
+        "cache-control": "no-store",
+        "accept-ranges": "bytes",
+        etag: `"${meta.id}-${Date.parse(meta.updatedAt)}"`,
+      });
+      if (request.method === "HEAD") {
+        headers.set("content-length", String(meta.size));
+        return new Response(null, { status: 200, headers });
+      }
+      if (range) resolveRange(range, meta.size); // 416 before any I/O
+      const got = await blobs.get(id, range ?? undefined);
+      if (!got) throw new KbError("ERR_NOT_FOUND", "document not found");
+      if (got.range) {
+        headers.set("content-range", `bytes ${got.range.start}-${got.range.end - 1}/${meta.size}`);
+        headers.set("content-length", String(got.range.end - got.range.start));
+        return new Response(got.body, { status: 206, headers });
+      }
+      return new Response(got.body, { status: 200, headers });
+    }
+    case "DELETE": {
+      if (!(await blobs.delete(id))) throw new KbError("ERR_NOT_FOUND", "document not found");
+      return new Response(null, { status: 204 });
+    }
+    default:
+      throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+  }
+}
+
+/** One `bytes=` range (a-b, a-, -n); multiple ranges are refused (416) rather than served partially. */
+export function parseRange(header: string | null): RangeRequest | null {
+  if (header === null) return null;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!match || (match[1] === "" && match[2] === "")) throw new KbError("ERR_RANGE", "Range Not Satisfiable");
+  const [, first, last] = match as unknown as [string, string, string];
+  if (first === "") return { suffix: Number(last) };
+  const offset = Number(first);
+  if (last === "") return { offset };
+  const end = Number(last);
+  if (end < offset) throw new KbError("ERR_RANGE", "Range Not Satisfiable");
+  return { offset, length: end - offset + 1 };
+}

@@ -1,0 +1,317 @@
+import {
+  ciphertextLength,
+  decryptingStream,
+  encryptingStream,
+  HEADER_SIZE,
+  openRandomAccess,
+} from "../crypto/chunked-aead";
+import type { TenantKeyring } from "../crypto/tenant-keyring";
+import { KbError } from "../errors";
+import { LIMITS } from "../kb/limits";
+
+/**
+ * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
+ * data key. The object key `t/<tenant>/docs/<id>` is built here from the verified tenant and a validated id; no
+ * client-supplied path reaches R2. The encryption context binds tenant, object key and key version, so an object
+ * copied under another tenant's prefix, renamed, or relabelled with another key version fails to decrypt before
+ * any plaintext is released (the key commitment is checked first).
+ *
+ * The `documents` table (tenant SQLite) is the index of what exists and under which key version; R2 holds bytes.
+ */
+export interface DocumentMeta {
+  readonly id: string;
+  readonly size: number;
+  readonly contentType: string;
+  readonly keyVersion: number;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface ByteRange {
+  /** Inclusive start and exclusive end in plaintext bytes. */
+  readonly start: number;
+  readonly end: number;
+}
+
+export type RangeRequest = { readonly offset: number; readonly length?: number } | { readonly suffix: number };
+
+/** Largest document accepted (the format allows 4 PiB; this bounds one tenant's single object). */
+export const MAX_DOCUMENT_BYTES = 1024 * 1024 * 1024;
+const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}(;\s?[a-z0-9_-]{1,32}=[a-z0-9._-]{1,64})?$/i;
+
+type DocumentRow = {
+  id: string;
+  key_version: number;
+  size: number;
+  content_type: string;
+  created_at: number;
+  updated_at: number;
+};
+
+export class EncryptedBlobs {
+  readonly #bucket: R2Bucket;
+  readonly #tenant: string;
+  readonly #keyring: TenantKeyring;
+  readonly #sql: SqlStorage;
+
+  constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage) {
+    this.#bucket = bucket;
+    this.#tenant = tenant;
+    this.#keyring = keyring;
+    this.#sql = sql;
+  }
+
+  objectKey(id: string): string {
+    checkId(id);
+    return `t/${this.#tenant}/docs/${id}`;
+  }
+
+  /** The prefix of everything this tenant owns in R2 (offboarding purges it). */
+  get prefix(): string {
+    return `t/${this.#tenant}/`;
+  }
+
+  context(objectKey: string, version: number): Uint8Array {
+    return new TextEncoder().encode(`tenant-mcp-kb/blob/v1\0${this.#tenant}\0${objectKey}\0${version}`);
+  }
+
+  /**
+   * Stores a document, streaming: plaintext is encrypted chunk by chunk into a FixedLengthStream of the exact
+   * ciphertext length, so memory stays bounded whatever the size. The body must be exactly `length` bytes.
+   */
+  async put(
+    id: string,
+    body: ReadableStream<Uint8Array> | Uint8Array,
+    length: number,
+    contentType: string,
+    now = Date.now(),
+  ): Promise<DocumentMeta> {
+    const key = this.objectKey(id);
+    if (!Number.isSafeInteger(length) || length < 0 || length > MAX_DOCUMENT_BYTES) {
+      throw new KbError("ERR_LIMIT", `documents are at most ${MAX_DOCUMENT_BYTES} bytes`);
+    }
+    if (!CONTENT_TYPE.test(contentType)) throw new KbError("ERR_INVALID_PARAMS", "invalid content type");
+    const { version, key: dataKey } = await this.#keyring.current();
+    await this.#write(key, body, length, dataKey, version, contentType);
+    const existing = this.#row(id);
+    this.#sql.exec(
+      `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (tenant, id) DO UPDATE SET key_version = excluded.key_version, size = excluded.size,
+         content_type = excluded.content_type, updated_at = excluded.updated_at`,
+      this.#tenant,
+      id,
+      version,
+      length,
+      contentType,
+      existing?.created_at ?? now,
+      now,
+    );
+    return toMeta(this.#row(id) as DocumentRow);
+  }
+
+  head(id: string): DocumentMeta | null {
+    const row = this.#row(id);
+    return row ? toMeta(row) : null;
+  }
+
+  /** Whole document as a decrypting stream (bounded memory), or a byte range decrypted chunk-wise. */
+  async get(
+    id: string,
+    range?: RangeRequest,
+  ): Promise<{ meta: DocumentMeta; body: ReadableStream<Uint8Array>; range: ByteRange | null } | null> {
+    const row = this.#row(id);
+    if (!row) return null;
+    const key = this.objectKey(id);
+    const dataKey = await this.#keyring.key(row.key_version);
+    const context = this.context(key, row.key_version);
+    if (!range) {
+      const object = await this.#bucket.get(key);
+      if (!object) throw new KbError("ERR_DECRYPT", "decryption failed");
+      return { meta: toMeta(row), body: object.body.pipeThrough(decryptingStream(dataKey, context)), range: null };
+    }
+    const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
+    if (!header) throw new KbError("ERR_DECRYPT", "decryption failed");
+    const reader = await openRandomAccess(dataKey, context, new Uint8Array(await header.arrayBuffer()), header.size);
+    const size = reader.plaintextLength;
+    const wanted = resolveRange(range, size);
+    const span = reader.chunkSpan(wanted.start, wanted.end);
+    const slice = await this.#bucket.get(key, {
+      range: { offset: span.ciphertextStart, length: span.ciphertextEnd - span.ciphertextStart },
+    });
+    if (!slice) throw new KbError("ERR_DECRYPT", "decryption failed");
+    const plain = await reader.decryptChunks(span.firstChunk, new Uint8Array(await slice.arrayBuffer()));
+    const bytes = plain.subarray(wanted.start - span.plaintextStart, wanted.end - span.plaintextStart);
+    return {
+      meta: toMeta(row),
+      body: new Response(bytes).body as ReadableStream<Uint8Array>,
+      range: wanted,
+    };
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const row = this.#row(id);
+    if (!row) return false;
+    await this.#bucket.delete(this.objectKey(id));
+    this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+    return true;
+  }
+
+  list(limit = 100, after = ""): DocumentMeta[] {
+    return this.#sql
+      .exec<DocumentRow>(
+        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
+         WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?`,
+        this.#tenant,
+        after,
+        limit,
+      )
+      .toArray()
+      .map(toMeta);
+  }
+
+  count(): number {
+    return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM documents WHERE tenant = ?`, this.#tenant).one().n;
+  }
+
+  /**
+   * Rotation: re-encrypts up to `limit` documents still under a version older than `target` (stream in, stream
+   * out; R2 replaces the object atomically). Idempotent and resumable. Returns how many it re-encrypted.
+   */
+  async reencryptBatch(target: number, limit: number): Promise<number> {
+    const rows = this.#sql
+      .exec<DocumentRow>(
+        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
+         WHERE tenant = ? AND key_version < ? ORDER BY id LIMIT ?`,
+        this.#tenant,
+        target,
+        limit,
+      )
+      .toArray();
+    const newKey = await this.#keyring.key(target);
+    for (const row of rows) {
+      const key = this.objectKey(row.id);
+      const object = await this.#bucket.get(key);
+      if (!object) continue;
+      const oldKey = await this.#keyring.key(row.key_version);
+      const plaintext = object.body.pipeThrough(decryptingStream(oldKey, this.context(key, row.key_version)));
+      await this.#write(key, plaintext, row.size, newKey, target, row.content_type);
+      this.#sql.exec(
+        `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ?`,
+        target,
+        this.#tenant,
+        row.id,
+        row.key_version,
+      );
+    }
+    return rows.length;
+  }
+
+  keyVersionsInUse(): number[] {
+    return this.#sql
+      .exec<{ v: number }>(`SELECT DISTINCT key_version AS v FROM documents WHERE tenant = ?`, this.#tenant)
+      .toArray()
+      .map((row) => row.v);
+  }
+
+  /**
+   * Offboarding: deletes up to 1000 of this tenant's R2 objects (everything under its prefix, whether or not a row
+   * names it) and up to 1000 document rows. Works without keys.
+   */
+  async purgeBatch(): Promise<{ r2Objects: number; documents: number }> {
+    const listed = await this.#bucket.list({ prefix: this.prefix, limit: 1000 });
+    const keys = listed.objects.map((object) => object.key);
+    if (keys.length) await this.#bucket.delete(keys);
+    const rows = this.#sql
+      .exec<{ id: string }>(`SELECT id FROM documents WHERE tenant = ? LIMIT 1000`, this.#tenant)
+      .toArray();
+    for (const row of rows) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, row.id);
+    return { r2Objects: keys.length, documents: rows.length };
+  }
+
+  async #write(
+    key: string,
+    body: ReadableStream<Uint8Array> | Uint8Array,
+    length: number,
+    dataKey: Uint8Array,
+    version: number,
+    contentType: string,
+  ): Promise<void> {
+    const source = body instanceof Uint8Array ? (new Response(body).body as ReadableStream<Uint8Array>) : body;
+    const fixed = new FixedLengthStream(ciphertextLength(length));
+    const pumped = source
+      .pipeThrough(exactLength(length))
+      .pipeThrough(encryptingStream(dataKey, this.context(key, version)))
+      .pipeTo(fixed.writable);
+    const stored = this.#bucket.put(key, fixed.readable, {
+      httpMetadata: { contentType: "application/octet-stream" },
+      customMetadata: { format: "c2sp-chunked-aes256gcm-v1", keyVersion: String(version), contentType },
+    });
+    // A body that fails (too short, too long, client gone) errors the fixed-length stream, so R2 stores nothing.
+    const [pump, put] = await Promise.allSettled([pumped, stored]);
+    if (pump.status === "rejected") {
+      throw pump.reason instanceof KbError
+        ? pump.reason
+        : new KbError("ERR_BAD_REQUEST", "document body could not be read");
+    }
+    if (put.status === "rejected") throw new KbError("ERR_INTERNAL", "document could not be stored");
+  }
+
+  #row(id: string): DocumentRow | undefined {
+    return this.#sql
+      .exec<DocumentRow>(
+        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents WHERE tenant = ? AND id = ?`,
+        this.#tenant,
+        id,
+      )
+      .toArray()[0];
+  }
+}
+
+/** Plaintext range for an HTTP-style request; 416-style errors for unsatisfiable ones. */
+export function resolveRange(range: RangeRequest, size: number): ByteRange {
+  if ("suffix" in range) {
+    if (!Number.isSafeInteger(range.suffix) || range.suffix <= 0 || size === 0) throw unsatisfiable();
+    return { start: Math.max(0, size - range.suffix), end: size };
+  }
+  const { offset, length } = range;
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset >= size) throw unsatisfiable();
+  if (length !== undefined && (!Number.isSafeInteger(length) || length <= 0)) throw unsatisfiable();
+  return { start: offset, end: length === undefined ? size : Math.min(size, offset + length) };
+}
+
+function unsatisfiable(): KbError {
+  return new KbError("ERR_RANGE", "Range Not Satisfiable");
+}
+
+function checkId(id: string): void {
+  if (typeof id !== "string" || !LIMITS.idPattern.test(id)) {
+    throw new KbError("ERR_INVALID_PARAMS", `document id must match ${LIMITS.idPattern.source}`);
+  }
+}
+
+/** Passes bytes through, failing if the stream is longer or shorter than declared. */
+function exactLength(length: number): TransformStream<Uint8Array, Uint8Array> {
+  let seen = 0;
+  return new TransformStream({
+    transform(chunk, controller) {
+      seen += chunk.byteLength;
+      if (seen > length) throw new KbError("ERR_BAD_REQUEST", "document body is longer than its declared length");
+      controller.enqueue(chunk);
+    },
+    flush() {
+      if (seen !== length) throw new KbError("ERR_BAD_REQUEST", "document body is shorter than its declared length");
+    },
+  });
+}
+
+function toMeta(row: DocumentRow): DocumentMeta {
+  return {
+    id: row.id,
+    size: row.size,
+    contentType: row.content_type,
+    keyVersion: row.key_version,
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}

@@ -1,0 +1,127 @@
+import { DurableObject } from "cloudflare:workers";
+import { MasterKeys } from "../crypto/master-keys";
+import type { Env } from "../env";
+import { log } from "../log";
+
+/**
+ * The platform's list of tenants (one singleton object, `idFromName("registry")`), for operator tasks that span
+ * tenants: the master epoch rewrap. It holds tenant ids and lifecycle states only, never tenant data. Tenants
+ * register themselves on first use.
+ */
+export interface RewrapJob {
+  readonly epoch: string;
+  readonly startedAt: string;
+  cursor: string;
+  tenantsDone: number;
+  keysRewrapped: number;
+  failures: string[];
+  completedAt: string | null;
+}
+
+const REWRAP_BATCH = 25;
+
+export class TenantRegistry extends DurableObject<Env> {
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      ctx.storage.sql.exec(`CREATE TABLE IF NOT EXISTS tenants (
+        tenant     TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      )`);
+      ctx.storage.sql.exec(`CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+    });
+  }
+
+  async register(tenant: string): Promise<void> {
+    const now = Date.now();
+    this.ctx.storage.sql.exec(
+      `INSERT INTO tenants (tenant, state, first_seen, updated_at) VALUES (?, 'active', ?, ?) ON CONFLICT DO NOTHING`,
+      tenant,
+      now,
+      now,
+    );
+  }
+
+  async setState(tenant: string, state: string): Promise<void> {
+    this.ctx.storage.sql.exec(
+      `INSERT INTO tenants (tenant, state, first_seen, updated_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (tenant) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at`,
+      tenant,
+      state,
+      Date.now(),
+      Date.now(),
+    );
+  }
+
+  async list(after = "", limit = 100): Promise<{ tenant: string; state: string; firstSeen: string }[]> {
+    return this.ctx.storage.sql
+      .exec<{ tenant: string; state: string; first_seen: number }>(
+        `SELECT tenant, state, first_seen FROM tenants WHERE tenant > ? ORDER BY tenant LIMIT ?`,
+        after,
+        Math.min(Math.max(limit, 1), 1000),
+      )
+      .toArray()
+      .map((row) => ({ tenant: row.tenant, state: row.state, firstSeen: new Date(row.first_seen).toISOString() }));
+  }
+
+  /** Starts (or returns) the rewrap of every live tenant's data keys under the configured current epoch. */
+  async startRewrap(): Promise<RewrapJob> {
+    const epoch = MasterKeys.fromEnv(this.env).current;
+    const existing = this.#job();
+    if (existing && !existing.completedAt && existing.epoch === epoch) return existing;
+    const job: RewrapJob = {
+      epoch,
+      startedAt: new Date().toISOString(),
+      cursor: "",
+      tenantsDone: 0,
+      keysRewrapped: 0,
+      failures: [],
+      completedAt: null,
+    };
+    this.#save(job);
+    await this.ctx.storage.setAlarm(Date.now());
+    return job;
+  }
+
+  async rewrapStatus(): Promise<RewrapJob | null> {
+    return this.#job();
+  }
+
+  /** Runs one batch of the rewrap job; reschedules itself until every tenant is done. */
+  override async alarm(): Promise<void> {
+    const job = this.#job();
+    if (!job || job.completedAt) return;
+    const batch = await this.list(job.cursor, REWRAP_BATCH);
+    for (const { tenant, state } of batch) {
+      job.cursor = tenant;
+      if (state !== "active") continue;
+      try {
+        const stub = this.env.TENANT_SERVER.get(this.env.TENANT_SERVER.idFromName(tenant));
+        job.keysRewrapped += await stub.rewrapKeys(tenant);
+        job.tenantsDone += 1;
+      } catch {
+        job.failures.push(tenant);
+        log("error", { event: "master.rewrap.failed", tenant, outcome: "error" });
+      }
+    }
+    if (batch.length < REWRAP_BATCH) job.completedAt = new Date().toISOString();
+    this.#save(job);
+    if (!job.completedAt) await this.ctx.storage.setAlarm(Date.now());
+  }
+
+  #job(): RewrapJob | null {
+    const row = this.ctx.storage.sql
+      .exec<{ value: string }>(`SELECT value FROM registry_meta WHERE key = 'rewrap'`)
+      .toArray()[0];
+    return row ? (JSON.parse(row.value) as RewrapJob) : null;
+  }
+
+  #save(job: RewrapJob): void {
+    this.ctx.storage.sql.exec(
+      `INSERT INTO registry_meta (key, value) VALUES ('rewrap', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+      JSON.stringify(job),
+    );
+  }
+}

@@ -1,0 +1,58 @@
+import { EncryptedBlobs } from "../blob/encrypted-blobs";
+import type { Config } from "../config";
+import { MasterKeys } from "../crypto/master-keys";
+import { TenantKeyring } from "../crypto/tenant-keyring";
+import type { Env } from "../env";
+import { AtomCipher } from "../kb/atom-cipher";
+import { EmbeddingCache } from "../kb/embedding-cache";
+import { KnowledgeBase } from "../kb/knowledge-base";
+import { LIMITS } from "../kb/limits";
+import { LocalVectorIndex } from "../kb/local-index";
+import { embedderFor, placementFor } from "../kb/placement";
+import { VectorizeVectorStore } from "../kb/vectorize-index";
+import { SessionStore } from "../mcp/sessions";
+
+/**
+ * Everything one tenant owns, wired for that tenant only: its keyring (data keys wrapped under the master epoch),
+ * its knowledge base (atoms sealed under the data key, vectors in the local index or Vectorize), its documents in
+ * R2. Built by the tenant object for its own tenant; unwrapped keys and the loaded vector index live here, in the
+ * object's memory, for the object's lifetime.
+ */
+export class TenantContext {
+  readonly tenant: string;
+  readonly keyring: TenantKeyring;
+  readonly kb: KnowledgeBase;
+  readonly blobs: EncryptedBlobs;
+  readonly #sql: SqlStorage;
+
+  constructor(state: DurableObjectState, env: Env, tenant: string) {
+    const sql = state.storage.sql;
+    this.tenant = tenant;
+    this.#sql = sql;
+    this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
+    const embedder = embedderFor(env);
+    const placement = placementFor(env, tenant);
+    const store =
+      placement.kind === "local"
+        ? new LocalVectorIndex(sql, tenant, embedder.dimensions)
+        : new VectorizeVectorStore(sql, tenant, placement.vectorize, embedder.dimensions);
+    this.kb = new KnowledgeBase({
+      sql,
+      transaction: (fn) => state.storage.transactionSync(fn),
+      tenant,
+      store,
+      embedder,
+      cache: new EmbeddingCache(sql, tenant),
+      cipher: new AtomCipher(this.keyring, tenant),
+      maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
+    });
+    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql);
+  }
+
+  sessions(config: Config): SessionStore {
+    return new SessionStore(this.#sql, this.tenant, {
+      idleTtlMs: config.sessionIdleTtlS * 1000,
+      maxPerSubject: config.maxSessionsPerSubject,
+    });
+  }
+}
