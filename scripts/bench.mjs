@@ -204,16 +204,11 @@ function verdict(entries) {
   const limit = 128 * 2 ** 20;
   const rows = [
     ["Goal (N = 100,000)", "Measured", "Met?"],
-    [
-      "p50 LocalVectorIndex.query (top 10) ≤ 10 ms",
-      `${ms(r.latency.index.p50Ms)} (p95 ${ms(r.latency.index.p95Ms)}, single-shot mean ${ms(r.latency.index.singleShotMeanMs)})`,
-      yes(r.latency.index.p50Ms <= 10),
-    ],
+    ["p50 LocalVectorIndex.query (top 10) ≤ 10 ms", latencyCell(r.latency.index), yes(worstP50(r.latency.index) <= 10)],
     [
       "p50 full KnowledgeBase.search (embed + index + rows) ≤ 10 ms",
-      `${ms(r.latency.knowledgeBaseSearch.p50Ms)} (p95 ${ms(r.latency.knowledgeBaseSearch.p95Ms)}, single-shot mean ` +
-        `${ms(r.latency.knowledgeBaseSearch.singleShotMeanMs)})`,
-      yes(r.latency.knowledgeBaseSearch.p50Ms <= 10),
+      latencyCell(r.latency.knowledgeBaseSearch),
+      yes(worstP50(r.latency.knowledgeBaseSearch) <= 10),
     ],
     [
       "recall@10 ≥ 0.95 (hash-embedder data, mean over queries)",
@@ -274,7 +269,8 @@ function perSize({ result: r, run }) {
   const l = r.latency;
   const lat = (s) =>
     `${num(s.p50Ms)} / ${num(s.p95Ms)} / ${num(s.p99Ms)} (mean ${num(s.meanMs)}, max ${num(s.maxMs)}; ` +
-    `single-shot mean ${num(s.singleShotMeanMs)}; ${s.samples} queries × ${s.reps} reps)`;
+    `${s.samples} queries × ${s.reps} reps). Single shot: mean ${num(s.singleShotMeanMs)}` +
+    (s.singleShotP50Ms === undefined ? "" : `, p50 ${num(s.singleShotP50Ms)}, p95 ${num(s.singleShotP95Ms)}`);
   const rec = (x) => `${x.mean} (min ${x.min}, p5 ${x.p5}, ${pct(x.perfectShare)} of queries perfect)`;
   const ing = r.ingest;
   const rows = [
@@ -371,9 +367,11 @@ function method() {
       "`Clock` line) and busy-waits to find the tick size. With a 1 ms tick a sub-millisecond query cannot be " +
       "timed alone, so each query is run `reps` times back to back, with `reps` chosen so one sample spans about " +
       "25 ms, and the sample is the total divided by `reps`; p50/p95/p99 are over the per-query samples. A " +
-      "single-shot pass (each query once, timed alone) is also recorded: its mean is unbiased because the tick " +
-      "phase is random, and comparing it with the repeated mean shows whether repetition (warm SQLite pages for " +
-      "the re-rank) flatters the figures. Time spent descheduled by other processes on the 2-core machine is " +
+      "single-shot pass (each query once, timed alone, interleaved with the other operations) is also recorded: its " +
+      "mean is unbiased because the tick phase is random, its percentiles are quantized to 1 ms (usable for " +
+      "multi-millisecond operations only), and comparing it with the repeated figures shows how much repetition " +
+      "(the same query's data just read: SQLite pages for the re-rank, CPU caches) flatters them. The verdict " +
+      "uses the worse of the two p50s. Time spent descheduled by other processes on the 2-core machine is " +
       "included (wall clock), which mostly shows up in p95/p99.",
     "- **Recall@10**: |index top 10 ∩ exact top 10| / 10 per query, averaged (min, p5 and the share of perfect " +
       "queries also shown); a variant counting results that tie the 10th exact score is reported too. The worst " +
@@ -401,6 +399,19 @@ function table(rows) {
     `|${head.map(() => "---").join("|")}|`,
     ...body.map((row) => `| ${row.map((c) => String(c).replaceAll("|", "\\|")).join(" | ")} |`),
   ];
+}
+
+/** The verdict uses the worse of the repeated and the single-shot p50. */
+function worstP50(s) {
+  return Math.max(s.p50Ms, s.singleShotP50Ms ?? s.p50Ms);
+}
+
+function latencyCell(s) {
+  const single =
+    s.singleShotP50Ms === undefined
+      ? `single-shot mean ${ms(s.singleShotMeanMs)}`
+      : `single-shot p50 ${ms(s.singleShotP50Ms)} / p95 ${ms(s.singleShotP95Ms)}`;
+  return `${ms(s.p50Ms)} (p95 ${ms(s.p95Ms)}); ${single}`;
 }
 
 function shortlist(d) {

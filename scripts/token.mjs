@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Prints an access token from the local dev issuer. Usage:
 //   npm run token -- --tenant acme --sub alice [--scope "mcp kb.read kb.write"] [--ttl 3600] [--aud URL]
+//   npm run token -- --admin [--sub operator]      (platform-admin token for the admin API)
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { importJWK, SignJWT } from "jose";
@@ -9,12 +10,16 @@ import { ensureDevKeys } from "./dev-keys.mjs";
 export const DEV_ISSUER = "https://dev-issuer.invalid";
 export const DEFAULT_AUDIENCE = "http://localhost:8787/mcp";
 
-export async function mintDevToken({ tenant, sub, scope, ttl, aud, keysDir }) {
-  if (!/^[a-z0-9][a-z0-9-]{1,62}$/.test(tenant ?? "")) throw new Error("--tenant must match ^[a-z0-9][a-z0-9-]{1,62}$");
+export async function mintDevToken({ tenant, sub, scope, ttl, aud, keysDir, admin = false }) {
+  if (!admin && !/^[a-z0-9][a-z0-9-]{1,62}$/.test(tenant ?? "")) {
+    throw new Error("--tenant must match ^[a-z0-9][a-z0-9-]{1,62}$ (or pass --admin)");
+  }
   const paths = await ensureDevKeys(keysDir);
   const jwk = JSON.parse(readFileSync(paths.privateKey, "utf8"));
   const key = await importJWK(jwk, "ES256");
-  return new SignJWT({ tenant_id: tenant, scope, jti: crypto.randomUUID() })
+  // Platform-admin tokens carry no tenant and are for the admin audience only (see src/admin/admin-api.ts).
+  const claims = admin ? { scope: "platform:admin" } : { tenant_id: tenant, scope };
+  return new SignJWT({ ...claims, jti: crypto.randomUUID() })
     .setProtectedHeader({ alg: "ES256", kid: jwk.kid, typ: "at+jwt" })
     .setIssuer(DEV_ISSUER)
     .setAudience(aud)
@@ -39,10 +44,13 @@ if (isMain) {
         sub: { type: "string", default: "dev-user" },
         scope: { type: "string", default: "mcp kb.read kb.write" },
         ttl: { type: "string", default: "3600" },
-        aud: { type: "string", default: process.env.MCP_RESOURCE ?? DEFAULT_AUDIENCE },
+        aud: { type: "string" },
+        admin: { type: "boolean", default: false },
       },
     });
-    const token = await mintDevToken({ ...values, ttl: parseTtl(values.ttl) });
+    const resource = process.env.MCP_RESOURCE ?? DEFAULT_AUDIENCE;
+    const aud = values.aud ?? (values.admin ? `${new URL(resource).origin}/admin` : resource);
+    const token = await mintDevToken({ ...values, aud, ttl: parseTtl(values.ttl) });
     process.stdout.write(`${token}\n`);
   } catch (error) {
     console.error(`token: ${error.message}`);

@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+// Operator CLI for the platform-admin API. Targets the local dev server by default.
+//   npm run tenant -- status <tenant>            key versions and epochs, counts, rotation, shred receipt
+//   npm run tenant -- rotate <tenant>            new data key version; old data re-encrypted in the background
+//   npm run tenant -- offboard <tenant> --yes    crypto-shred: keys and sessions destroyed now, data purged after
+//   npm run tenant -- list                       tenants and their states
+//   npm run tenant -- rewrap-master              rewrap every tenant's keys under MASTER_KEY_EPOCH (then GET progress)
+// Options: --url http://localhost:8787 (another deployment: --url https://kb.example.com and ADMIN_TOKEN=... in the
+// environment), --wait (poll until the background job finishes).
+import { parseArgs } from "node:util";
+import { mintDevToken } from "./token.mjs";
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    url: { type: "string", default: "http://localhost:8787" },
+    yes: { type: "boolean", default: false },
+    wait: { type: "boolean", default: false },
+  },
+});
+const [command, tenant] = positionals;
+const base = values.url.replace(/\/+$/, "");
+
+async function token() {
+  if (process.env.ADMIN_TOKEN) return process.env.ADMIN_TOKEN;
+  const host = new URL(base).hostname;
+  if (host !== "localhost" && host !== "127.0.0.1") {
+    throw new Error("set ADMIN_TOKEN (a platform:admin token for this deployment's admin audience)");
+  }
+  // Local dev server: a dev-issuer admin token (the dev issuer is refused in production).
+  return mintDevToken({ admin: true, sub: "dev-operator", ttl: 300, aud: `${new URL(base).origin}/admin` });
+}
+
+async function call(method, path, body) {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${await token()}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let parsed;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = text;
+  }
+  if (!response.ok) {
+    throw new Error(
+      `${method} ${path}: HTTP ${response.status} ${typeof parsed === "string" ? parsed : JSON.stringify(parsed)}`,
+    );
+  }
+  return parsed;
+}
+
+function requireTenant() {
+  if (!/^[a-z0-9][a-z0-9-]{1,62}$/.test(tenant ?? "")) throw new Error(`usage: npm run tenant -- ${command} <tenant>`);
+  return tenant;
+}
+
+async function waitFor(done, read) {
+  for (let i = 0; i < 600; i++) {
+    const state = await read();
+    if (done(state)) return state;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  throw new Error("gave up waiting after 10 minutes");
+}
+
+const print = (value) => console.log(JSON.stringify(value, null, 2));
+
+try {
+  switch (command) {
+    case "status":
+      print(await call("GET", `/admin/tenants/${requireTenant()}`));
+      break;
+    case "list":
+      print(await call("GET", "/admin/tenants"));
+      break;
+    case "rotate": {
+      const t = requireTenant();
+      print(await call("POST", `/admin/tenants/${t}/rotate`));
+      if (values.wait)
+        print(
+          await waitFor(
+            (s) => s.rotation?.completedAt,
+            () => call("GET", `/admin/tenants/${t}`),
+          ),
+        );
+      break;
+    }
+    case "offboard": {
+      const t = requireTenant();
+      if (!values.yes) {
+        throw new Error(`offboarding destroys ${t}'s keys and data for good; repeat with --yes to confirm`);
+      }
+      print(await call("POST", `/admin/tenants/${t}/offboard`, { confirm: t }));
+      if (values.wait)
+        print(
+          await waitFor(
+            (s) => s.receipt?.completedAt,
+            () => call("GET", `/admin/tenants/${t}`),
+          ),
+        );
+      break;
+    }
+    case "rewrap-master":
+      print(await call("POST", "/admin/master/rewrap"));
+      if (values.wait)
+        print(
+          await waitFor(
+            (s) => s.job?.completedAt,
+            () => call("GET", "/admin/master"),
+          ),
+        );
+      break;
+    default:
+      console.error(
+        "usage: npm run tenant -- status|rotate|offboard|list|rewrap-master [tenant] [--url URL] [--yes] [--wait]",
+      );
+      process.exit(2);
+  }
+} catch (error) {
+  console.error(`tenant: ${error.message}`);
+  process.exit(1);
+}
