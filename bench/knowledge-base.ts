@@ -1,0 +1,37 @@
+/**
+ * The benchmark's knowledge base, wired the way the tenant object wires its own (TenantContext in
+ * src/tenant/tenant-context.ts, with local placement and the local embedder): LocalVectorIndex over the object's
+ * SQLite, LocalHashEmbedder, EmbeddingCache, transactionSync, and the atom cipher (TenantKeyring under the master
+ * keys from the environment, as vitest.config.ts configures them). TenantContext keeps its index private, and the
+ * bench must call the index directly, so the wiring is repeated here, in one place.
+ */
+import { MasterKeys } from "../src/crypto/master-keys";
+import { TenantKeyring } from "../src/crypto/tenant-keyring";
+import { AtomCipher } from "../src/kb/atom-cipher";
+import { LocalHashEmbedder } from "../src/kb/embedder";
+import { EmbeddingCache } from "../src/kb/embedding-cache";
+import { KnowledgeBase } from "../src/kb/knowledge-base";
+import { LIMITS } from "../src/kb/limits";
+import { LocalVectorIndex } from "../src/kb/local-index";
+
+export interface BenchKnowledgeBase {
+  readonly kb: KnowledgeBase;
+  readonly index: LocalVectorIndex;
+}
+
+export function benchKnowledgeBase(state: DurableObjectState, tenant: string, env: object): BenchKnowledgeBase {
+  const sql = state.storage.sql;
+  const embedder = new LocalHashEmbedder();
+  const index = new LocalVectorIndex(sql, tenant, embedder.dimensions);
+  const kb = new KnowledgeBase({
+    sql,
+    transaction: (fn) => state.storage.transactionSync(fn),
+    tenant,
+    store: index,
+    embedder,
+    cache: new EmbeddingCache(sql, tenant),
+    cipher: new AtomCipher(new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env)), tenant),
+    maxAtoms: LIMITS.localAtomsPerTenant,
+  });
+  return { kb, index };
+}
