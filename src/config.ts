@@ -45,6 +45,17 @@ export interface Config {
   readonly maxBodyBytes: number;
   readonly sessionIdleTtlS: number;
   readonly maxSessionsPerSubject: number;
+  /** Issuer (`iss`) of exchanged tokens and the `act` subject naming this server. */
+  readonly exchangeIssuer: string;
+  readonly exchangeTtlS: number;
+  /** Optional external token-exchange endpoint (an identity provider that does RFC 8693 itself). */
+  readonly externalExchange: {
+    readonly tokenUrl: string;
+    readonly clientId: string;
+    readonly clientSecret: string;
+  } | null;
+  readonly egressMaxBytes: number;
+  readonly egressTimeoutMs: number;
 }
 
 export interface JsonWebKeySet {
@@ -153,5 +164,26 @@ export function loadConfig(env: Env): Config {
     maxBodyBytes: intInRange(env.MAX_BODY_BYTES, 1_048_576, 1024, 4_194_304, "MAX_BODY_BYTES"),
     sessionIdleTtlS: intInRange(env.SESSION_IDLE_TTL_S, 1800, 60, 86_400, "SESSION_IDLE_TTL_S"),
     maxSessionsPerSubject: intInRange(env.MAX_SESSIONS_PER_SUBJECT, 16, 1, 1000, "MAX_SESSIONS_PER_SUBJECT"),
+    exchangeIssuer: env.EXCHANGE_ISSUER || resourceUrl.origin,
+    exchangeTtlS: intInRange(env.EXCHANGE_TTL_S, 300, 30, 300, "EXCHANGE_TTL_S"),
+    externalExchange: externalExchange(env, production),
+    egressMaxBytes: intInRange(env.EGRESS_MAX_BYTES, 16 * 1_048_576, 1024, 100 * 1_048_576, "EGRESS_MAX_BYTES"),
+    egressTimeoutMs: intInRange(env.EGRESS_TIMEOUT_MS, 10_000, 100, 60_000, "EGRESS_TIMEOUT_MS"),
+  };
+}
+
+function externalExchange(env: Env, production: boolean): Config["externalExchange"] {
+  if (!env.EXCHANGE_TOKEN_URL) return null;
+  if (
+    !httpsUrl(production).safeParse(env.EXCHANGE_TOKEN_URL).success ||
+    !env.EXCHANGE_CLIENT_ID ||
+    !env.EXCHANGE_CLIENT_SECRET
+  ) {
+    throw new KbError("ERR_CONFIG", "EXCHANGE_TOKEN_URL needs EXCHANGE_CLIENT_ID and EXCHANGE_CLIENT_SECRET");
+  }
+  return {
+    tokenUrl: env.EXCHANGE_TOKEN_URL,
+    clientId: env.EXCHANGE_CLIENT_ID,
+    clientSecret: env.EXCHANGE_CLIENT_SECRET,
   };
 }

@@ -26,6 +26,13 @@ export interface Env {
   readonly DOCS: R2Bucket;
   /** Current master key epoch; each epoch's key is the secret MASTER_KEY_<EPOCH>. */
   readonly MASTER_KEY_EPOCH?: string;
+  readonly EXCHANGE_ISSUER?: string;
+  readonly EXCHANGE_TTL_S?: string;
+  readonly EXCHANGE_TOKEN_URL?: string;
+  readonly EXCHANGE_CLIENT_ID?: string;
+  readonly EXCHANGE_CLIENT_SECRET?: string;
+  readonly EGRESS_MAX_BYTES?: string;
+  readonly EGRESS_TIMEOUT_MS?: string;
   /** Vector placement per tenant (src/kb/placement.ts); Vectorize bindings are looked up by the names it gives. */
   readonly VECTOR_PLACEMENT?: string;
   readonly EMBEDDER?: string;

@@ -37,6 +37,11 @@ export const ERROR_CODES = {
   ERR_LENGTH_REQUIRED: 411,
   ERR_RANGE: 416,
   ERR_TENANT_OFFBOARDED: 403,
+  // Egress (tool-level errors of import_url and other outbound calls).
+  ERR_EGRESS_DENIED: 403,
+  ERR_EGRESS_TOO_LARGE: 413,
+  ERR_EGRESS_TIMEOUT: 504,
+  ERR_EGRESS_FAILED: 502,
   ERR_CONTENT_TYPE: 415,
   // Crypto: a ciphertext or wrapped key failed authentication (tampered, truncated, wrong key or context).
   ERR_DECRYPT: 500,

@@ -17,6 +17,8 @@ import { log } from "../log";
  *   GET  /admin/tenants/:tenant            status: key versions and epochs, counts, rotation, shred receipt
  *   POST /admin/tenants/:tenant/offboard   crypto-shred; body {"confirm": "<tenant>"}
  *   POST /admin/tenants/:tenant/rotate     new data key version; re-encryption runs in the background
+ *   PUT  /admin/tenants/:tenant/egress     egress policy: {"origins": [...], "resources": [{resource, audience?, scopes}]}
+ *   POST /admin/signing-keys/rotate        new signing key for exchanged tokens (the old one stays published a day)
  *   POST /admin/master/rewrap              rewrap every tenant's data keys under MASTER_KEY_EPOCH
  *   GET  /admin/master                     rewrap progress
  */
@@ -50,6 +52,22 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const rotation = await tenantServer(c).adminRotate(tenant);
     log("info", { event: "admin.rotate", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { rotation }, 202);
+  });
+
+  app.put("/admin/tenants/:tenant/egress", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const body = await c.req.json().catch(() => null);
+    const egress = await tenantServer(c).adminSetEgress(tenant, body);
+    log("info", { event: "admin.egress", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
+    return json(c, { egress });
+  });
+
+  app.post("/admin/signing-keys/rotate", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const key = await registry(c).rotateSigningKey();
+    log("info", { event: "admin.signing.rotate", requestId: c.var.requestId, subject: admin.subject, outcome: "ok" });
+    return json(c, key);
   });
 
   app.post("/admin/master/rewrap", async (c) => {

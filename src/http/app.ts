@@ -7,6 +7,7 @@ import { protectedResourceMetadata } from "../auth/resource-metadata";
 import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
 import { type Config, loadConfig, MCP_PATH } from "../config";
 import { InsufficientScopeError, KbError } from "../errors";
+import { registerTokenRoutes } from "../exchange/token-route";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
 import { type AppEnv, requireConfig } from "./context";
@@ -150,6 +151,7 @@ export function createApp(): Hono<AppEnv> {
     return new Response(response.body, response);
   });
 
+  registerTokenRoutes(app);
   registerAdminRoutes(app);
 
   app.notFound((c) =>

@@ -1,7 +1,9 @@
 import { createRequestStateCodec, McpServer, type ServerContext } from "@modelcontextprotocol/server";
+import type { Config } from "../config";
 import type { TenantContext } from "../tenant/tenant-context";
 import type { RequestScope } from "./request-scope";
 import { registerDocumentTools } from "./tools/document-tools";
+import { registerImportTool } from "./tools/import-tool";
 import { registerKbTools } from "./tools/kb-tools";
 import { registerWhoami } from "./tools/whoami";
 
@@ -18,6 +20,7 @@ export function createTenantMcpServer(
   scope: RequestScope,
   requestStateKey: Uint8Array,
   tenant: TenantContext,
+  config: Config,
 ): McpServer {
   // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
   // and method, so state minted for one caller is refused for any other.
@@ -42,5 +45,6 @@ export function createTenantMcpServer(
   registerWhoami(server, scope);
   registerKbTools(server, scope, tenant.kb);
   registerDocumentTools(server, scope, tenant.blobs);
+  registerImportTool(server, scope, tenant, config);
   return server;
 }

@@ -11,6 +11,7 @@ export const TOOL_SCOPES: Readonly<Record<string, string>> = {
   kb_stats: "kb.read",
   put_document: "kb.write",
   get_document: "kb.read",
+  import_url: "kb.write",
 };
 
 export const METHOD_SCOPES: Readonly<Record<string, string>> = {

@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { MasterKeys } from "../crypto/master-keys";
 import type { Env } from "../env";
+import { EXCHANGED_TOKEN_MAX_TTL_S, SigningKeys } from "../exchange/signing-keys";
 import { log } from "../log";
 
 /**
@@ -32,6 +33,24 @@ export class TenantRegistry extends DurableObject<Env> {
       )`);
       ctx.storage.sql.exec(`CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
     });
+  }
+
+  /** Public keys of the server's token-signing keys (published at /.well-known/jwks.json). */
+  async jwks(): Promise<{ keys: unknown[] }> {
+    return this.#signing().jwks();
+  }
+
+  /**
+   * Signs an exchanged token (RFC 8693). Claims are built by the tenant object for its own verified caller; this
+   * object only holds the keys. Lifetime is capped at 5 minutes.
+   */
+  async signExchangeToken(claims: Record<string, unknown>, issuer: string, ttlSeconds: number): Promise<string> {
+    return this.#signing().sign(claims, issuer, Math.min(ttlSeconds, EXCHANGED_TOKEN_MAX_TTL_S));
+  }
+
+  async rotateSigningKey(): Promise<{ kid: string }> {
+    const row = await this.#signing().rotate();
+    return { kid: row.kid };
   }
 
   async register(tenant: string): Promise<void> {
@@ -93,6 +112,7 @@ export class TenantRegistry extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const job = this.#job();
     if (!job || job.completedAt) return;
+    if (job.cursor === "") job.keysRewrapped += await this.#signing().rewrap();
     const batch = await this.list(job.cursor, REWRAP_BATCH);
     for (const { tenant, state } of batch) {
       job.cursor = tenant;
@@ -109,6 +129,10 @@ export class TenantRegistry extends DurableObject<Env> {
     if (batch.length < REWRAP_BATCH) job.completedAt = new Date().toISOString();
     this.#save(job);
     if (!job.completedAt) await this.ctx.storage.setAlarm(Date.now());
+  }
+
+  #signing(): SigningKeys {
+    return new SigningKeys(this.ctx.storage.sql, MasterKeys.fromEnv(this.env));
   }
 
   #job(): RewrapJob | null {

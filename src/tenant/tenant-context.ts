@@ -2,6 +2,8 @@ import { EncryptedBlobs } from "../blob/encrypted-blobs";
 import type { Config } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
 import { TenantKeyring } from "../crypto/tenant-keyring";
+import { type EgressPolicy, EMPTY_POLICY } from "../egress/egress-policy";
+import { ExchangedTokens } from "../egress/token-provider";
 import type { Env } from "../env";
 import { AtomCipher } from "../kb/atom-cipher";
 import { EmbeddingCache } from "../kb/embedding-cache";
@@ -24,8 +26,11 @@ export class TenantContext {
   readonly kb: KnowledgeBase;
   readonly blobs: EncryptedBlobs;
   readonly #sql: SqlStorage;
+  readonly #env: Env;
+  #tokens: ExchangedTokens | null = null;
 
   constructor(state: DurableObjectState, env: Env, tenant: string) {
+    this.#env = env;
     const sql = state.storage.sql;
     this.tenant = tenant;
     this.#sql = sql;
@@ -47,6 +52,30 @@ export class TenantContext {
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
     this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql);
+  }
+
+  /** The tenant's egress policy (allowed origins, downstream resources), set by the platform admin. */
+  egressPolicy(): EgressPolicy {
+    const row = this.#sql
+      .exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'egress_policy'`)
+      .toArray()[0];
+    return row ? (JSON.parse(row.value) as EgressPolicy) : EMPTY_POLICY;
+  }
+
+  setEgressPolicy(policy: EgressPolicy): void {
+    this.#sql.exec(
+      `INSERT INTO tenant_meta (key, value) VALUES ('egress_policy', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+      JSON.stringify(policy),
+    );
+  }
+
+  /** Exchanged tokens for this tenant's downstream calls (cache lives with this object). */
+  tokens(config: Config): ExchangedTokens {
+    const registry = this.#env.TENANT_REGISTRY.get(this.#env.TENANT_REGISTRY.idFromName("registry"));
+    this.#tokens ??= new ExchangedTokens(this.tenant, config, {
+      sign: (claims, ttl) => registry.signExchangeToken(claims, config.exchangeIssuer, ttl),
+    });
+    return this.#tokens;
   }
 
   sessions(config: Config): SessionStore {

@@ -4,6 +4,7 @@ import { serveDocumentRequest } from "../blob/document-http";
 import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
+import { type EgressPolicy, findTarget, parseEgressPolicy } from "../egress/egress-policy";
 import type { Env } from "../env";
 import { KbError } from "../errors";
 import { errorResponse, toKbError } from "../http/error-response";
@@ -15,6 +16,19 @@ import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecy
 import { migrate } from "./schema";
 import { TenantContext } from "./tenant-context";
 
+/** Either an RFC 8693 success body or an OAuth error (RPC results are plain data). */
+export interface ExchangeOutcome {
+  readonly response: {
+    readonly access_token: string;
+    readonly issued_token_type: string;
+    readonly token_type: "Bearer";
+    readonly expires_in: number;
+    readonly scope: string;
+  } | null;
+  readonly error: "invalid_target" | "invalid_scope" | "invalid_grant" | null;
+  readonly description: string;
+}
+
 export interface TenantStatus {
   readonly tenant: string;
   readonly state: string;
@@ -22,6 +36,7 @@ export interface TenantStatus {
   readonly atoms: number;
   readonly documents: number;
   readonly rotation: RotationState | null;
+  readonly egress: EgressPolicy;
   readonly receipt: ShredReceipt | null;
 }
 
@@ -51,7 +66,12 @@ export class TenantServer extends DurableObject<Env> {
           const version = (await tenant.keyring.current()).version;
           const handles = await HandleCodec.create(await tenant.keyring.subkey(version, "handles"), identity);
           const requestStateKey = await tenant.keyring.subkey(version, "request-state");
-          return createTenantMcpServer({ identity, era, protocolVersion, requestId, handles }, requestStateKey, tenant);
+          return createTenantMcpServer(
+            { identity, era, protocolVersion, requestId, handles },
+            requestStateKey,
+            tenant,
+            config,
+          );
         },
       }),
     );
@@ -61,6 +81,63 @@ export class TenantServer extends DurableObject<Env> {
     return this.#serve(identity, requestId, async (tenant) =>
       serveDocumentRequest(request, identity, tenant, documentId),
     );
+  }
+
+  /**
+   * RFC 8693 exchange for the verified caller (the edge verified the subject token): the target must be one of
+   * this tenant's downstream resources, and the scope can only narrow (target scopes the caller also holds).
+   */
+  async exchange(
+    identity: Identity,
+    requestId: string,
+    request: { resource: string | null; audience: string | null; scope: string[] | null },
+  ): Promise<ExchangeOutcome> {
+    try {
+      const config = loadConfig(this.env);
+      this.#checkIdentity(identity, requestId, config);
+      const tenant = this.#context(identity.tenant);
+      if (this.#lifecycle(tenant).state() !== "active")
+        return { response: null, error: "invalid_grant", description: "tenant offboarded" };
+      const target = findTarget(tenant.egressPolicy(), request.resource, request.audience);
+      if (!target)
+        return { response: null, error: "invalid_target", description: "not a downstream resource of this tenant" };
+      const allowed = target.scopes.filter((scope) => identity.scopes.includes(scope));
+      const scopes = request.scope ?? allowed;
+      if (scopes.length === 0 || scopes.some((scope) => !allowed.includes(scope))) {
+        return {
+          response: null,
+          error: "invalid_scope",
+          description: "scope must narrow the caller's scopes for this target",
+        };
+      }
+      const token = await this.#registry().signExchangeToken(
+        tenant.tokens(config).claims(identity, target, scopes),
+        config.exchangeIssuer,
+        config.exchangeTtlS,
+      );
+      log("info", {
+        event: "token.exchanged",
+        requestId,
+        tenant: identity.tenant,
+        subject: identity.subject,
+        outcome: "ok",
+      });
+      return {
+        error: null,
+        description: "",
+        response: {
+          access_token: token,
+          issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
+          token_type: "Bearer",
+          expires_in: config.exchangeTtlS,
+          scope: scopes.join(" "),
+        },
+      };
+    } catch (error) {
+      const code = toKbError(error).code;
+      log("warn", { event: "token.exchange.refused", requestId, tenant: identity.tenant, code, outcome: "rejected" });
+      return { response: null, error: "invalid_grant", description: "the subject token cannot be exchanged" };
+    }
   }
 
   // ---- platform admin (called by the admin API after verifying an admin token) ----
@@ -76,6 +153,7 @@ export class TenantServer extends DurableObject<Env> {
       atoms: active ? ctx.kb.count() : this.#count("atoms"),
       documents: this.#count("documents"),
       rotation: lifecycle.rotation(),
+      egress: ctx.egressPolicy(),
       receipt: lifecycle.receipt(),
     };
   }
@@ -88,6 +166,14 @@ export class TenantServer extends DurableObject<Env> {
     await this.#registry().setState(tenant, "offboarding");
     await this.ctx.storage.setAlarm(Date.now());
     return receipt;
+  }
+
+  async adminSetEgress(tenant: string, policy: unknown): Promise<EgressPolicy> {
+    const ctx = this.#context(tenant);
+    this.#lifecycle(ctx).assertActive();
+    const parsed = parseEgressPolicy(policy);
+    ctx.setEgressPolicy(parsed);
+    return parsed;
   }
 
   async adminRotate(tenant: string): Promise<RotationState> {

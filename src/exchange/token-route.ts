@@ -1,0 +1,73 @@
+import type { Hono } from "hono";
+import { keyResolver } from "../auth/keys";
+import { verifyAccessToken } from "../auth/verify-token";
+import { isKbError } from "../errors";
+import { type AppEnv, requireConfig } from "../http/context";
+import { checkOriginAndHost } from "../http/origin-guard";
+import { readBodyCapped } from "../http/transport-guards";
+import { log } from "../log";
+import { tenantStub } from "../tenant/route";
+import { OAuthError, oauthErrorResponse, parseExchangeForm } from "./token-exchange";
+
+const MAX_FORM_BYTES = 16 * 1024;
+
+/**
+ * POST /oauth/token (RFC 8693 token exchange) and GET /.well-known/jwks.json (the keys that sign exchanged tokens).
+ * The subject token is verified exactly like the edge verifies an access token (issuer, audience = this server,
+ * algorithms, lifetime, tenant claim); the policy decision is the tenant object's. Nothing is issued on any error.
+ */
+export function registerTokenRoutes(app: Hono<AppEnv>): void {
+  app.post("/oauth/token", async (c) => {
+    const config = requireConfig(c.var.config);
+    const requestId = c.var.requestId;
+    checkOriginAndHost(c.req.raw, config);
+    try {
+      const type = (c.req.header("content-type") ?? "").split(";")[0]?.trim().toLowerCase();
+      if (type !== "application/x-www-form-urlencoded") {
+        throw new OAuthError("invalid_request", "use application/x-www-form-urlencoded");
+      }
+      let bytes: ArrayBuffer;
+      try {
+        bytes = await readBodyCapped(c.req.raw, MAX_FORM_BYTES);
+      } catch {
+        throw new OAuthError("invalid_request", "request too large");
+      }
+      const request = parseExchangeForm(new URLSearchParams(new TextDecoder().decode(bytes)));
+      let identity: Awaited<ReturnType<typeof verifyAccessToken>>;
+      try {
+        identity = await verifyAccessToken(request.subjectToken, config, keyResolver(config));
+      } catch (error) {
+        log("warn", {
+          event: "token.exchange.refused",
+          requestId,
+          code: isKbError(error) ? error.code : "ERR_INTERNAL",
+        });
+        throw new OAuthError("invalid_grant", "the subject token is invalid");
+      }
+      c.set("identity", identity);
+      const outcome = await tenantStub(c.env, identity).exchange(identity, requestId, {
+        resource: request.resource,
+        audience: request.audience,
+        scope: request.scope,
+      });
+      if (outcome.error !== null || outcome.response === null) {
+        throw new OAuthError(outcome.error ?? "invalid_grant", outcome.description);
+      }
+      return new Response(JSON.stringify(outcome.response), {
+        status: 200,
+        headers: { "content-type": "application/json", "cache-control": "no-store", pragma: "no-cache" },
+      });
+    } catch (error) {
+      if (error instanceof OAuthError) return oauthErrorResponse(error, requestId);
+      throw error;
+    }
+  });
+
+  app.get("/.well-known/jwks.json", async (c) => {
+    const registry = c.env.TENANT_REGISTRY.get(c.env.TENANT_REGISTRY.idFromName("registry"));
+    return c.json(await registry.jwks(), 200, {
+      "cache-control": "public, max-age=300",
+      "access-control-allow-origin": "*",
+    });
+  });
+}

@@ -1,0 +1,78 @@
+import type { McpServer } from "@modelcontextprotocol/server";
+import { z } from "zod";
+import type { Config } from "../../config";
+import { tenantFetch } from "../../egress/tenant-fetch";
+import { isKbError, KbError } from "../../errors";
+import { LIMITS } from "../../kb/limits";
+import { log } from "../../log";
+import type { TenantContext } from "../../tenant/tenant-context";
+import { sha256Hex } from "../../util/bytes";
+import type { RequestScope } from "../request-scope";
+
+type ToolResult = {
+  content: { type: "text"; text: string }[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+};
+
+const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}/i;
+
+/**
+ * `import_url`: fetches a document through the tenant egress boundary (allow-listed origins only, exchanged token
+ * for downstream resources, never the caller's token) and stores it as an encrypted tenant document.
+ */
+export function registerImportTool(
+  server: McpServer,
+  scope: RequestScope,
+  tenant: TenantContext,
+  config: Config,
+): void {
+  server.registerTool(
+    "import_url",
+    {
+      title: "Import URL",
+      description: `Fetches a URL on this tenant's egress allow-list (https only, at most ${config.egressMaxBytes} bytes) and stores it as a document.`,
+      inputSchema: z.object({ url: z.string().max(2048), id: z.string().max(64).optional() }).strict(),
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+    },
+    async ({ url, id }): Promise<ToolResult> => {
+      if (!scope.identity.scopes.includes("kb.write"))
+        return errorResult("ERR_INSUFFICIENT_SCOPE", "this tool requires scope kb.write");
+      try {
+        const documentId = id ?? `url-${(await sha256Hex(url)).slice(0, 24)}`;
+        if (!LIMITS.idPattern.test(documentId)) throw new KbError("ERR_INVALID_PARAMS", "invalid document id");
+        const fetched = await tenantFetch(url, {
+          policy: tenant.egressPolicy(),
+          tokenFor: (target) => tenant.tokens(config).tokenFor(scope.identity, target),
+          maxBytes: config.egressMaxBytes,
+          timeoutMs: config.egressTimeoutMs,
+        });
+        const type = CONTENT_TYPE.test(fetched.contentType)
+          ? (fetched.contentType.split(",")[0] as string).trim()
+          : "application/octet-stream";
+        const document = await tenant.blobs.put(documentId, fetched.body, fetched.body.byteLength, type.slice(0, 160));
+        const result = { document, source: fetched.url };
+        return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
+      } catch (error) {
+        if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
+        if (isKbError(error) && error.code.startsWith("ERR_EGRESS_")) return errorResult(error.code, error.message);
+        log("error", {
+          event: "tool.error",
+          requestId: scope.requestId,
+          tenant: scope.identity.tenant,
+          code: isKbError(error) ? error.code : "ERR_INTERNAL",
+          detail: "import_url",
+        });
+        return errorResult("ERR_INTERNAL", "internal error");
+      }
+    },
+  );
+}
+
+function errorResult(code: string, message: string): ToolResult {
+  return {
+    content: [{ type: "text", text: `${code}: ${message}` }],
+    structuredContent: { error: { code, message } },
+    isError: true,
+  };
+}
