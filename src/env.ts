@@ -1,3 +1,4 @@
+import type { ExtractionRun } from "./extract/extraction-run";
 import type { TenantRegistry } from "./tenant/registry";
 import type { TenantServer } from "./tenant/tenant-server";
 
@@ -33,6 +34,11 @@ export interface Env {
   readonly EXCHANGE_CLIENT_SECRET?: string;
   readonly EGRESS_MAX_BYTES?: string;
   readonly EGRESS_TIMEOUT_MS?: string;
+  readonly EXTRACTION_RUN: DurableObjectNamespace<ExtractionRun>;
+  /** `deterministic` (default) or `model` (Workers AI; EXTRACTION_MODEL, optional AI_GATEWAY_ID). */
+  readonly EXTRACTOR?: string;
+  readonly EXTRACTION_MODEL?: string;
+  readonly AI_GATEWAY_ID?: string;
   /** Vector placement per tenant (src/kb/placement.ts); Vectorize bindings are looked up by the names it gives. */
   readonly VECTOR_PLACEMENT?: string;
   readonly EMBEDDER?: string;
@@ -48,7 +54,7 @@ declare global {
     interface Env extends WorkerBindings {}
     interface GlobalProps {
       mainModule: typeof import("./index");
-      durableNamespaces: "TenantServer" | "TenantRegistry";
+      durableNamespaces: "TenantServer" | "TenantRegistry" | "ExtractionRun";
     }
   }
 }

@@ -1,5 +1,6 @@
 import { createApp } from "./http/app";
 
+export { ExtractionRun } from "./extract/extraction-run";
 export { TenantRegistry } from "./tenant/registry";
 export { TenantServer } from "./tenant/tenant-server";
 

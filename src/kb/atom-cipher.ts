@@ -17,6 +17,18 @@ export interface AtomFields {
   readonly source: string | null;
   readonly tags: string[];
   readonly text: string;
+  /** Why this atom's text should be treated as untrusted (src/extract/injection-flags.ts); empty when none. */
+  readonly flags?: string[];
+  /** Where the atom came from, for atoms written by an extraction run. */
+  readonly provenance?: Provenance | null;
+}
+
+export interface Provenance {
+  readonly document: string;
+  readonly run: string;
+  readonly contentHash: string;
+  readonly extractor: string;
+  readonly position: number;
 }
 
 export type TokenKind = "tag" | "source" | "content";

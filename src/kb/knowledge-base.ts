@@ -1,6 +1,7 @@
 import { KbError } from "../errors";
+import { flagText } from "../extract/injection-flags";
 import { base64url } from "../util/bytes";
-import type { AtomCipher, AtomFields } from "./atom-cipher";
+import type { AtomCipher, AtomFields, Provenance } from "./atom-cipher";
 import type { Embedder } from "./embedder";
 import { contentHash, type EmbeddingCache } from "./embedding-cache";
 import type { AtomFilter } from "./filters";
@@ -13,6 +14,9 @@ export interface AtomInput {
   readonly title?: string;
   readonly source?: string;
   readonly tags?: readonly string[];
+  /** Set by server code only (extraction runs); the add_atoms tool schema has no such field. */
+  readonly provenance?: Provenance;
+  readonly flags?: readonly string[];
 }
 
 export interface Atom {
@@ -22,6 +26,8 @@ export interface Atom {
   readonly tags: string[];
   readonly text: string;
   readonly contentHash: string;
+  readonly flags: string[];
+  readonly provenance: Provenance | null;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -33,6 +39,9 @@ export interface SearchHit {
   readonly source: string | null;
   readonly tags: string[];
   readonly createdAt: string;
+  /** Flags for text that looks like instructions to an agent: treat `text` as untrusted data. */
+  readonly flags: string[];
+  readonly provenance: Provenance | null;
   readonly text: string;
 }
 
@@ -188,6 +197,8 @@ export class KnowledgeBase {
         source: atom.source,
         tags: atom.tags,
         createdAt: atom.createdAt,
+        flags: atom.flags,
+        provenance: atom.provenance,
         text: atom.text,
       });
     }
@@ -199,11 +210,31 @@ export class KnowledgeBase {
     return this.#open(this.#rows(ids));
   }
 
+  /**
+   * Removes every atom whose source is `source` (e.g. all atoms extracted from one poisoned document), with their
+   * vectors and tag tokens. Returns how many were removed.
+   */
+  async purgeSource(source: string): Promise<number> {
+    if (typeof source !== "string" || source.length === 0 || source.length > LIMITS.sourceChars) {
+      throw invalid(`source must be 1 to ${LIMITS.sourceChars} characters`);
+    }
+    return this.#serial(async () => {
+      const ids = [...(await this.#matchingIds({ tagsAny: [], tagsAll: [], sources: [source] }))];
+      for (let i = 0; i < ids.length; i += LIMITS.idsPerCall) await this.#remove(ids.slice(i, i + LIMITS.idsPerCall));
+      return ids.length;
+    });
+  }
+
   async #delete(ids: readonly string[]): Promise<{ deleted: string[]; notFound: string[] }> {
     checkIds(ids);
     const unique = [...new Set(ids)];
     const found = this.#existingIds(unique);
     const foundSet = new Set(found);
+    await this.#remove(found);
+    return { deleted: found, notFound: unique.filter((id) => !foundSet.has(id)) };
+  }
+
+  async #remove(found: readonly string[]): Promise<void> {
     if (found.length) {
       await this.#d.store.beforeCommitDelete(found);
       this.#d.transaction(() => {
@@ -215,7 +246,6 @@ export class KnowledgeBase {
       });
       this.#d.store.afterCommitDelete(found);
     }
-    return { deleted: found, notFound: unique.filter((id) => !foundSet.has(id)) };
   }
 
   /** A page of atoms in insertion order, after `afterSeq`. */
@@ -420,6 +450,8 @@ export class KnowledgeBase {
         source: fields.source,
         tags: fields.tags,
         text: fields.text,
+        flags: fields.flags ?? [],
+        provenance: fields.provenance ?? null,
       }),
       fields.source === null ? Promise.resolve(null) : cipher.token(version, "source", fields.source),
       cipher.token(version, "content", fields.text),
@@ -439,6 +471,8 @@ export class KnowledgeBase {
           tags: fields.tags,
           text: fields.text,
           contentHash: contentHash(fields.text),
+          flags: fields.flags ?? [],
+          provenance: fields.provenance ?? null,
           createdAt: new Date(row.created_at).toISOString(),
           updatedAt: new Date(row.updated_at).toISOString(),
         };
@@ -460,6 +494,8 @@ interface ValidAtom {
   readonly title: string | null;
   readonly source: string | null;
   readonly tags: string[];
+  readonly flags: string[];
+  readonly provenance: Provenance | null;
 }
 
 /** Validates a whole batch before anything is embedded or written; the first problem refuses the batch. */
@@ -491,7 +527,16 @@ export function validateBatch(inputs: readonly AtomInput[]): ValidAtom[] {
         throw invalid(`${at}.tags: each tag must be 1-${LIMITS.tagChars} letters, digits or " ._:/-"`);
       }
     }
-    return { id, text: input.text, title, source, tags: [...new Set(tags as string[])] };
+    const flags = [...new Set([...flagText(input.text), ...(input.flags ?? [])])];
+    return {
+      id,
+      text: input.text,
+      title,
+      source,
+      tags: [...new Set(tags as string[])],
+      flags,
+      provenance: input.provenance ?? null,
+    };
   });
 }
 

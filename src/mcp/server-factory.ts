@@ -3,6 +3,7 @@ import type { Config } from "../config";
 import type { TenantContext } from "../tenant/tenant-context";
 import type { RequestScope } from "./request-scope";
 import { registerDocumentTools } from "./tools/document-tools";
+import { registerExtractionTools } from "./tools/extraction-tools";
 import { registerImportTool } from "./tools/import-tool";
 import { registerKbTools } from "./tools/kb-tools";
 import { registerWhoami } from "./tools/whoami";
@@ -21,6 +22,7 @@ export function createTenantMcpServer(
   requestStateKey: Uint8Array,
   tenant: TenantContext,
   config: Config,
+  schedule: () => Promise<void>,
 ): McpServer {
   // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
   // and method, so state minted for one caller is refused for any other.
@@ -46,5 +48,6 @@ export function createTenantMcpServer(
   registerKbTools(server, scope, tenant.kb);
   registerDocumentTools(server, scope, tenant.blobs);
   registerImportTool(server, scope, tenant, config);
+  registerExtractionTools(server, scope, { runs: tenant.runs(), kb: tenant.kb, schedule });
   return server;
 }

@@ -12,6 +12,9 @@ export const TOOL_SCOPES: Readonly<Record<string, string>> = {
   put_document: "kb.write",
   get_document: "kb.read",
   import_url: "kb.write",
+  ingest_document: "kb.write",
+  ingest_status: "kb.read",
+  purge_source: "kb.write",
 };
 
 export const METHOD_SCOPES: Readonly<Record<string, string>> = {

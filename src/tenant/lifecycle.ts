@@ -118,6 +118,7 @@ export class TenantLifecycle {
     if (done) {
       this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, this.#ctx.tenant);
       this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, this.#ctx.tenant);
+      this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ?`, this.#ctx.tenant);
       receipt.completedAt = new Date(now).toISOString();
       this.#setMeta("state", "offboarded");
     }

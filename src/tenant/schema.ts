@@ -78,6 +78,23 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, id)
    )`,
   `CREATE INDEX IF NOT EXISTS documents_by_key_version ON documents (tenant, key_version)`,
+  // Extraction runs started for this tenant; each attempt runs in a fresh ExtractionRun object (object_id).
+  `CREATE TABLE IF NOT EXISTS extraction_runs (
+     tenant      TEXT NOT NULL,
+     run_id      TEXT NOT NULL,
+     subject     TEXT NOT NULL,
+     document_id TEXT NOT NULL,
+     object_ids  TEXT NOT NULL,
+     status      TEXT NOT NULL,
+     attempt     INTEGER NOT NULL,
+     segments    INTEGER NOT NULL,
+     written     INTEGER NOT NULL,
+     flagged     INTEGER NOT NULL,
+     error       TEXT,
+     created_at  INTEGER NOT NULL,
+     updated_at  INTEGER NOT NULL,
+     PRIMARY KEY (tenant, run_id)
+   )`,
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,
      model        TEXT NOT NULL,

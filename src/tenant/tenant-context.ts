@@ -5,6 +5,7 @@ import { TenantKeyring } from "../crypto/tenant-keyring";
 import { type EgressPolicy, EMPTY_POLICY } from "../egress/egress-policy";
 import { ExchangedTokens } from "../egress/token-provider";
 import type { Env } from "../env";
+import { RunManager } from "../extract/run-manager";
 import { AtomCipher } from "../kb/atom-cipher";
 import { EmbeddingCache } from "../kb/embedding-cache";
 import { KnowledgeBase } from "../kb/knowledge-base";
@@ -76,6 +77,10 @@ export class TenantContext {
       sign: (claims, ttl) => registry.signExchangeToken(claims, config.exchangeIssuer, ttl),
     });
     return this.#tokens;
+  }
+
+  runs(): RunManager {
+    return new RunManager(this.#sql, this.#env, this);
   }
 
   sessions(config: Config): SessionStore {

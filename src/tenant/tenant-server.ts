@@ -71,6 +71,7 @@ export class TenantServer extends DurableObject<Env> {
             requestStateKey,
             tenant,
             config,
+            () => this.ctx.storage.setAlarm(Date.now()),
           );
         },
       }),
@@ -194,8 +195,15 @@ export class TenantServer extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const tenant = this.#boundTenant();
     if (!tenant) return;
-    const lifecycle = this.#lifecycle(this.#context(tenant));
-    const done = lifecycle.state() === "active" ? await lifecycle.rotationStep() : await lifecycle.purgeStep();
+    const context = this.#context(tenant);
+    const lifecycle = this.#lifecycle(context);
+    let done = lifecycle.state() === "active" ? await lifecycle.rotationStep() : await lifecycle.purgeStep();
+    if (lifecycle.state() === "active") {
+      // One queued (or interrupted) extraction run per alarm; each attempt in a fresh run object.
+      const [next, ...more] = context.runs().pending();
+      if (next) await context.runs().run(next);
+      done &&= more.length === 0;
+    }
     if (!done) {
       await this.ctx.storage.setAlarm(Date.now() + 10);
     } else if (lifecycle.state() === "offboarded") {

@@ -18,9 +18,12 @@ const PUBLIC_EC_KEY = {
 };
 
 /** A complete, valid configuration; each test bends one variable. */
-function baseEnv(overrides: Partial<Omit<Env, "TENANT_SERVER" | "TENANT_REGISTRY" | "DOCS">> = {}): Env {
+function baseEnv(
+  overrides: Partial<Omit<Env, "TENANT_SERVER" | "TENANT_REGISTRY" | "DOCS" | "EXTRACTION_RUN">> = {},
+): Env {
   return {
     TENANT_SERVER: env.TENANT_SERVER,
+    EXTRACTION_RUN: env.EXTRACTION_RUN,
     TENANT_REGISTRY: env.TENANT_REGISTRY,
     DOCS: env.DOCS,
     ENVIRONMENT: "test",

@@ -32,10 +32,12 @@ export function registerImportTool(
     {
       title: "Import URL",
       description: `Fetches a URL on this tenant's egress allow-list (https only, at most ${config.egressMaxBytes} bytes) and stores it as a document.`,
-      inputSchema: z.object({ url: z.string().max(2048), id: z.string().max(64).optional() }).strict(),
+      inputSchema: z
+        .object({ url: z.string().max(2048), id: z.string().max(64).optional(), ingest: z.boolean().optional() })
+        .strict(),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
     },
-    async ({ url, id }): Promise<ToolResult> => {
+    async ({ url, id, ingest }): Promise<ToolResult> => {
       if (!scope.identity.scopes.includes("kb.write"))
         return errorResult("ERR_INSUFFICIENT_SCOPE", "this tool requires scope kb.write");
       try {
@@ -51,7 +53,10 @@ export function registerImportTool(
           ? (fetched.contentType.split(",")[0] as string).trim()
           : "application/octet-stream";
         const document = await tenant.blobs.put(documentId, fetched.body, fetched.body.byteLength, type.slice(0, 160));
-        const result = { document, source: fetched.url };
+        // Optional: extract atoms right away, in a fresh single-tenant run.
+        const runs = tenant.runs();
+        const extraction = ingest ? await runs.run(runs.create(scope.identity.subject, document.id)) : null;
+        const result = { document, source: fetched.url, ...(extraction ? { extraction } : {}) };
         return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
       } catch (error) {
         if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);

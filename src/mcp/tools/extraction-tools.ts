@@ -1,0 +1,126 @@
+import type { McpServer, ServerContext } from "@modelcontextprotocol/server";
+import { z } from "zod";
+import { isKbError, KbError } from "../../errors";
+import type { RunManager } from "../../extract/run-manager";
+import type { KnowledgeBase } from "../../kb/knowledge-base";
+import { log } from "../../log";
+import type { RequestScope } from "../request-scope";
+import { TOOL_SCOPES } from "../tool-scopes";
+
+type ToolResult = {
+  content: { type: "text"; text: string }[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+};
+
+const RUN_HANDLE = "extraction.run";
+const RUN_HANDLE_TTL_S = 7 * 24 * 3600;
+
+export interface ExtractionDeps {
+  readonly runs: RunManager;
+  readonly kb: KnowledgeBase;
+  /** Queues a run for the tenant object's alarm (asynchronous ingest). */
+  readonly schedule: () => Promise<void>;
+}
+
+/**
+ * ingest_document (synchronous with progress notifications, or queued with a run handle), ingest_status (the run
+ * handle is bound to tenant and subject), purge_source (remove every atom of one source, e.g. a poisoned document).
+ */
+export function registerExtractionTools(server: McpServer, scope: RequestScope, deps: ExtractionDeps): void {
+  const run = (tool: string, fn: () => Promise<Record<string, unknown>>) => async (): Promise<ToolResult> => {
+    const needed = TOOL_SCOPES[tool];
+    if (needed && !scope.identity.scopes.includes(needed)) {
+      return errorResult("ERR_INSUFFICIENT_SCOPE", `this tool requires scope ${needed}`);
+    }
+    try {
+      const result = await fn();
+      return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
+    } catch (error) {
+      if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
+      log("error", { event: "tool.error", requestId: scope.requestId, tenant: scope.identity.tenant, detail: tool });
+      return errorResult("ERR_INTERNAL", "internal error");
+    }
+  };
+
+  server.registerTool(
+    "ingest_document",
+    {
+      title: "Ingest document",
+      description:
+        "Extracts atoms from a stored document in a fresh, single-tenant run. wait=true (default) streams progress and returns the result; wait=false returns a run handle for ingest_status.",
+      inputSchema: z.object({ document_id: z.string().max(64), wait: z.boolean().optional() }).strict(),
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    },
+    async ({ document_id, wait }, ctx: ServerContext) =>
+      run("ingest_document", async () => {
+        const runId = deps.runs.create(scope.identity.subject, document_id);
+        const handle = await scope.handles.mint(RUN_HANDLE, { runId }, RUN_HANDLE_TTL_S);
+        if (wait === false) {
+          await deps.schedule();
+          return { run: handle, status: "queued" };
+        }
+        const token = ctx.mcpReq._meta?.progressToken;
+        const status = await deps.runs.run(runId, async (segments) => {
+          if (token === undefined) return;
+          await ctx.mcpReq
+            .notify({
+              method: "notifications/progress",
+              params: { progressToken: token, progress: segments, message: `${segments} segments` },
+            })
+            .catch(() => undefined);
+        });
+        return { run: handle, ...publicStatus(status) };
+      })(),
+  );
+
+  server.registerTool(
+    "ingest_status",
+    {
+      title: "Ingest status",
+      description: "Status of an extraction run, by the handle ingest_document returned.",
+      inputSchema: z.object({ run: z.string().max(4096) }).strict(),
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async ({ run: handle }) =>
+      run("ingest_status", async () => {
+        const opened = await scope.handles.open<{ runId: string }>(RUN_HANDLE, handle);
+        const status =
+          opened && typeof opened.runId === "string" ? deps.runs.status(opened.runId, scope.identity.subject) : null;
+        if (!status) throw new KbError("ERR_NOT_FOUND", "unknown or expired run");
+        return publicStatus(status);
+      })(),
+  );
+
+  server.registerTool(
+    "purge_source",
+    {
+      title: "Purge source",
+      description:
+        'Removes every atom whose source is the given value (atoms extracted from document X have source "doc:X").',
+      inputSchema: z.object({ source: z.string().max(512) }).strict(),
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+    },
+    async ({ source }) => run("purge_source", async () => ({ source, removed: await deps.kb.purgeSource(source) }))(),
+  );
+}
+
+function publicStatus(status: ReturnType<RunManager["status"]> & object): Record<string, unknown> {
+  return {
+    status: status.status,
+    document_id: status.documentId,
+    attempts: status.attempt,
+    segments: status.segments,
+    atoms_written: status.written,
+    flagged: status.flagged,
+    error: status.error,
+  };
+}
+
+function errorResult(code: string, message: string): ToolResult {
+  return {
+    content: [{ type: "text", text: `${code}: ${message}` }],
+    structuredContent: { error: { code, message } },
+    isError: true,
+  };
+}
