@@ -10,7 +10,8 @@ const LOCAL_NAMES = /(^|\.)(localhost|local|internal|intranet|lan|home\.arpa|loc
 const METADATA_NAMES = new Set(["metadata.google.internal", "metadata", "instance-data"]);
 
 export function isForbiddenHost(hostname: string): boolean {
-  const host = hostname.toLowerCase().replace(/\.$/, "");
+  // Every trailing dot: the URL parser keeps `localhost..` and `127.0.0.1..` as domain names.
+  const host = hostname.toLowerCase().replace(/\.+$/, "");
   if (host === "" || LOCAL_NAMES.test(host) || METADATA_NAMES.has(host)) return true;
   if (host.startsWith("[") && host.endsWith("]")) return isForbiddenIPv6(host.slice(1, -1));
   const v4 = parseIPv4(host);

@@ -74,9 +74,10 @@ export function resourceForUrl(policy: EgressPolicy, url: URL): DownstreamResour
   return (
     policy.resources.find((entry) => {
       const target = new URL(entry.resource);
+      // Whole path segments only: /v1 covers /v1 and /v1/..., never /v1beta.
+      const base = target.pathname.replace(/\/+$/, "");
       return (
-        target.origin === url.origin &&
-        url.pathname.startsWith(target.pathname.replace(/\/?$/, "/").slice(0, -1) || "/")
+        target.origin === url.origin && (base === "" || url.pathname === base || url.pathname.startsWith(`${base}/`))
       );
     }) ?? null
   );

@@ -15,7 +15,19 @@ type ToolResult = {
   isError?: boolean;
 };
 
-const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}/i;
+const MEDIA_TYPE = /^\s*([a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64})\s*(;|$)/i;
+const CHARSET = /;\s*charset\s*=\s*"?([a-z0-9._-]{1,64})"?\s*(;|$)/i;
+
+/**
+ * The downstream Content-Type reduced to what the document store accepts: the media type and, if present, a plain
+ * charset (other parameters and quoting are dropped); anything unparseable is stored as application/octet-stream.
+ */
+function storedContentType(header: string): string {
+  const media = MEDIA_TYPE.exec(header)?.[1];
+  if (!media) return "application/octet-stream";
+  const charset = CHARSET.exec(header)?.[1];
+  return charset ? `${media.toLowerCase()}; charset=${charset.toLowerCase()}` : media.toLowerCase();
+}
 
 /**
  * `import_url`: fetches a document through the tenant egress boundary (allow-listed origins only, exchanged token
@@ -49,10 +61,12 @@ export function registerImportTool(
           maxBytes: config.egressMaxBytes,
           timeoutMs: config.egressTimeoutMs,
         });
-        const type = CONTENT_TYPE.test(fetched.contentType)
-          ? (fetched.contentType.split(",")[0] as string).trim()
-          : "application/octet-stream";
-        const document = await tenant.blobs.put(documentId, fetched.body, fetched.body.byteLength, type.slice(0, 160));
+        const document = await tenant.blobs.put(
+          documentId,
+          fetched.body,
+          fetched.body.byteLength,
+          storedContentType(fetched.contentType),
+        );
         // Optional: extract atoms right away, in a fresh single-tenant run.
         const runs = tenant.runs();
         const extraction = ingest ? await runs.run(runs.create(scope.identity.subject, document.id)) : null;
