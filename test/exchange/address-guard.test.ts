@@ -133,7 +133,7 @@ describe("isForbiddenHost", () => {
     expect(isForbiddenHost(hostOf("[::ffff:8.8.8.8]"))).toBe(true);
   });
 
-  // BUG (patch /tmp/exchange-patches/address-guard-trailing-dots.patch): only one trailing dot is removed, and the
+  // Regression: only one trailing dot is removed, and the
   // URL parser keeps `localhost..` / `127.0.0.1..` as domains, so they slip past the name and IPv4 checks. Flip to
   // it() once fixed.
   it("refuses local names and loopback with several trailing dots", () => {

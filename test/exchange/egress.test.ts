@@ -342,7 +342,7 @@ describe("import_url happy path", () => {
     expect(claimsOf(bearerOf(calls[1]?.headers ?? {}) ?? "x.e30.x").aud).toBe(AUDIENCE);
   });
 
-  // BUG (patch /tmp/exchange-patches/import-content-type.patch): import_url passes the downstream Content-Type to
+  // Regression: import_url passes the downstream Content-Type to
   // the document store verbatim; a valid header with two parameters (RFC 4180 `header=present`) or a quoted
   // charset is refused by the store's stricter pattern, so the import fails after the fetch. Flip to it() once fixed.
   it("a Content-Type with several parameters is stored (normalized), not refused", async () => {
@@ -530,7 +530,7 @@ describe("tenantFetch directly", () => {
     expect(targets.map((target) => target.audience)).toEqual([AUDIENCE, AUDIENCE]);
   });
 
-  // BUG (patch /tmp/exchange-patches/resource-path-boundary.patch): resourceForUrl matches the resource path as a
+  // Regression: resourceForUrl matches the resource path as a
   // string prefix, so https://api.downstream.test/v1beta/... (not under /v1/) also gets the /v1 resource's token.
   // Flip to it() once fixed.
   it("a sibling path that merely starts with the resource path (/v1beta) gets no token", async () => {
