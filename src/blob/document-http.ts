@@ -72,10 +72,13 @@ export function parseRange(header: string | null): RangeRequest | null {
   const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!match || (match[1] === "" && match[2] === "")) throw new KbError("ERR_RANGE", "Range Not Satisfiable");
   const [, first, last] = match as unknown as [string, string, string];
-  if (first === "") return { suffix: Number(last) };
+  // RFC 9110 14.1.2: a last-byte-pos past the end, or a suffix longer than the representation, means "to the end";
+  // numbers too large to be exact are clamped so they keep that meaning (a first-byte-pos that large stays 416).
+  const clamped = (digits: string) => Math.min(Number(digits), Number.MAX_SAFE_INTEGER);
+  if (first === "") return { suffix: clamped(last) };
   const offset = Number(first);
   if (last === "") return { offset };
-  const end = Number(last);
+  const end = clamped(last);
   if (end < offset) throw new KbError("ERR_RANGE", "Range Not Satisfiable");
-  return { offset, length: end - offset + 1 };
+  return { offset, length: Math.min(end - offset + 1, Number.MAX_SAFE_INTEGER) };
 }

@@ -125,14 +125,17 @@ export class EncryptedBlobs {
     const key = this.objectKey(id);
     const dataKey = await this.#keyring.key(row.key_version);
     const context = this.context(key, row.key_version);
-    if (!range) {
-      const object = await this.#bucket.get(key);
-      if (!object) throw new KbError("ERR_DECRYPT", "decryption failed");
-      return { meta: toMeta(row), body: object.body.pipeThrough(decryptingStream(dataKey, context)), range: null };
-    }
     const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
     if (!header) throw new KbError("ERR_DECRYPT", "decryption failed");
+    // The object's length and key commitment (wrong key, tenant, object key or version) are checked here, before
+    // any response exists: such an object fails the request (5xx) instead of becoming a 200 whose body breaks.
     const reader = await openRandomAccess(dataKey, context, new Uint8Array(await header.arrayBuffer()), header.size);
+    if (!range) {
+      // Pinned to the object whose header was checked; a concurrent replacement fails closed.
+      const object = await this.#bucket.get(key, { onlyIf: { etagMatches: header.etag } });
+      if (!object || !("body" in object)) throw new KbError("ERR_DECRYPT", "decryption failed");
+      return { meta: toMeta(row), body: object.body.pipeThrough(decryptingStream(dataKey, context)), range: null };
+    }
     const size = reader.plaintextLength;
     const wanted = resolveRange(range, size);
     const span = reader.chunkSpan(wanted.start, wanted.end);

@@ -24,6 +24,8 @@ export class TenantKeyring {
   readonly #master: MasterKeys;
   readonly #keys = new Map<number, Uint8Array>();
   readonly #subkeys = new Map<string, Uint8Array>();
+  /** Key creations run one at a time: callers that start in the same turn must not insert the same version. */
+  #creating: Promise<unknown> = Promise.resolve();
 
   constructor(sql: SqlStorage, tenant: string, master: MasterKeys) {
     this.#sql = sql;
@@ -33,7 +35,8 @@ export class TenantKeyring {
 
   /** The current (newest) data key, created on first use. */
   async current(now = Date.now()): Promise<{ version: number; key: Uint8Array }> {
-    const version = this.currentVersion() ?? (await this.#create(1, now));
+    const version =
+      this.currentVersion() ?? (await this.#serial(async () => this.currentVersion() ?? this.#create(1, now)));
     return { version, key: await this.key(version) };
   }
 
@@ -87,7 +90,13 @@ export class TenantKeyring {
 
   /** Starts a new data key version; new writes use it, old versions stay readable until retired. */
   async rotate(now = Date.now()): Promise<number> {
-    return this.#create((this.currentVersion() ?? 0) + 1, now);
+    return this.#serial(() => this.#create((this.currentVersion() ?? 0) + 1, now));
+  }
+
+  #serial<T>(create: () => Promise<T>): Promise<T> {
+    const run = this.#creating.then(create, create);
+    this.#creating = run.catch(() => undefined);
+    return run;
   }
 
   list(): KeyInfo[] {

@@ -38,8 +38,10 @@ const IV_BYTES = 12;
 export class AtomCipher {
   readonly #keyring: TenantKeyring;
   readonly #tenant: string;
-  readonly #aead = new Map<number, CryptoKey>();
-  readonly #mac = new Map<number, CryptoKey>();
+  // Keyed by the keyring's subkey buffer, and every use asks the keyring first: once the keyring destroys a version
+  // (and drops its subkeys), nothing cached here can still open or tokenise data under that version.
+  #aead = new WeakMap<Uint8Array, CryptoKey>();
+  #mac = new WeakMap<Uint8Array, CryptoKey>();
 
   constructor(keyring: TenantKeyring, tenant: string) {
     this.#keyring = keyring;
@@ -94,40 +96,28 @@ export class AtomCipher {
   }
 
   async #aeadKey(version: number): Promise<CryptoKey> {
-    let key = this.#aead.get(version);
+    const raw = await this.#keyring.subkey(version, "atoms"); // ERR_KEY_UNAVAILABLE once the version is destroyed
+    let key = this.#aead.get(raw);
     if (!key) {
-      key = await crypto.subtle.importKey("raw", await this.#keyring.subkey(version, "atoms"), "AES-GCM", false, [
-        "encrypt",
-        "decrypt",
-      ]);
-      this.#aead.set(version, key);
+      key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
+      this.#aead.set(raw, key);
     }
     return key;
   }
 
   async #macKey(version: number): Promise<CryptoKey> {
-    let key = this.#mac.get(version);
+    const raw = await this.#keyring.subkey(version, "blind-index");
+    let key = this.#mac.get(raw);
     if (!key) {
-      key = await crypto.subtle.importKey(
-        "raw",
-        await this.#keyring.subkey(version, "blind-index"),
-        { name: "HMAC", hash: "SHA-256" },
-        false,
-        ["sign"],
-      );
-      this.#mac.set(version, key);
+      key = await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+      this.#mac.set(raw, key);
     }
     return key;
   }
 
-  /** Drops cached keys (after a key version is destroyed). */
-  forget(version?: number): void {
-    if (version === undefined) {
-      this.#aead.clear();
-      this.#mac.clear();
-    } else {
-      this.#aead.delete(version);
-      this.#mac.delete(version);
-    }
+  /** Drops every cached key (destroyed versions are already unusable: see #aeadKey). */
+  forget(_version?: number): void {
+    this.#aead = new WeakMap();
+    this.#mac = new WeakMap();
   }
 }
