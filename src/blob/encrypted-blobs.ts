@@ -8,6 +8,7 @@ import {
 import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
 import { LIMITS } from "../kb/limits";
+import { log } from "../log";
 
 /**
  * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
@@ -53,6 +54,14 @@ export class EncryptedBlobs {
   readonly #tenant: string;
   readonly #keyring: TenantKeyring;
   readonly #sql: SqlStorage;
+  /**
+   * Writes to one document (put, delete, re-encryption), one at a time. Each awaits R2 between reading and
+   * writing; without this a re-encryption could write back the bytes it had read over a newer PUT (a lost update)
+   * or resurrect an object a DELETE had just removed.
+   */
+  readonly #locks = new Map<string, Promise<unknown>>();
+  /** Key versions held by uploads still streaming in: a rotation must not retire them before their rows land. */
+  readonly #inFlight = new Map<number, number>();
 
   constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage) {
     this.#bucket = bucket;
@@ -91,23 +100,37 @@ export class EncryptedBlobs {
       throw new KbError("ERR_LIMIT", `documents are at most ${MAX_DOCUMENT_BYTES} bytes`);
     }
     if (!CONTENT_TYPE.test(contentType)) throw new KbError("ERR_INVALID_PARAMS", "invalid content type");
-    const { version, key: dataKey } = await this.#keyring.current();
-    await this.#write(key, body, length, dataKey, version, contentType);
-    const existing = this.#row(id);
-    this.#sql.exec(
-      `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (tenant, id) DO UPDATE SET key_version = excluded.key_version, size = excluded.size,
-         content_type = excluded.content_type, updated_at = excluded.updated_at`,
-      this.#tenant,
-      id,
-      version,
-      length,
-      contentType,
-      existing?.created_at ?? now,
-      now,
-    );
-    return toMeta(this.#row(id) as DocumentRow);
+    return this.#exclusive(id, async () => {
+      const { version, key: dataKey } = await this.#keyring.current();
+      this.#inFlight.set(version, (this.#inFlight.get(version) ?? 0) + 1);
+      try {
+        await this.#write(key, body, length, dataKey, version, contentType);
+        if (!this.#keyring.list().some((info) => info.version === version)) {
+          // The key was destroyed while the body streamed in (offboarding): nothing may land after the shred.
+          await this.#bucket.delete(key);
+          throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+        }
+        const existing = this.#row(id);
+        this.#sql.exec(
+          `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (tenant, id) DO UPDATE SET key_version = excluded.key_version, size = excluded.size,
+             content_type = excluded.content_type, updated_at = excluded.updated_at`,
+          this.#tenant,
+          id,
+          version,
+          length,
+          contentType,
+          existing?.created_at ?? now,
+          now,
+        );
+        return toMeta(this.#row(id) as DocumentRow);
+      } finally {
+        const held = (this.#inFlight.get(version) ?? 1) - 1;
+        if (held > 0) this.#inFlight.set(version, held);
+        else this.#inFlight.delete(version);
+      }
+    });
   }
 
   head(id: string): DocumentMeta | null {
@@ -153,11 +176,13 @@ export class EncryptedBlobs {
   }
 
   async delete(id: string): Promise<boolean> {
-    const row = this.#row(id);
-    if (!row) return false;
-    await this.#bucket.delete(this.objectKey(id));
-    this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
-    return true;
+    const key = this.objectKey(id);
+    return this.#exclusive(id, async () => {
+      if (!this.#row(id)) return false;
+      await this.#bucket.delete(key);
+      this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+      return true;
+    });
   }
 
   list(limit = 100, after = ""): DocumentMeta[] {
@@ -192,29 +217,49 @@ export class EncryptedBlobs {
       )
       .toArray();
     const newKey = await this.#keyring.key(target);
+    let done = 0;
     for (const row of rows) {
-      const key = this.objectKey(row.id);
-      const object = await this.#bucket.get(key);
-      if (!object) continue;
-      const oldKey = await this.#keyring.key(row.key_version);
-      const plaintext = object.body.pipeThrough(decryptingStream(oldKey, this.context(key, row.key_version)));
-      await this.#write(key, plaintext, row.size, newKey, target, row.content_type);
-      this.#sql.exec(
-        `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ?`,
-        target,
-        this.#tenant,
-        row.id,
-        row.key_version,
-      );
+      await this.#exclusive(row.id, async () => {
+        // Re-read under the lock: a write or a delete of this document may have come first.
+        const current = this.#row(row.id);
+        if (!current || current.key_version >= target) return;
+        const key = this.objectKey(current.id);
+        const object = await this.#bucket.get(key);
+        if (!object) {
+          // The row names bytes that are gone (e.g. a delete interrupted between R2 and SQLite): they can never be
+          // read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
+          this.#sql.exec(
+            `DELETE FROM documents WHERE tenant = ? AND id = ? AND key_version = ?`,
+            this.#tenant,
+            current.id,
+            current.key_version,
+          );
+          log("warn", { event: "document.dangling", tenant: this.#tenant, outcome: "error" });
+          return;
+        }
+        const oldKey = await this.#keyring.key(current.key_version);
+        const plaintext = object.body.pipeThrough(decryptingStream(oldKey, this.context(key, current.key_version)));
+        await this.#write(key, plaintext, current.size, newKey, target, current.content_type);
+        this.#sql.exec(
+          `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ?`,
+          target,
+          this.#tenant,
+          current.id,
+          current.key_version,
+        );
+        done++;
+      });
     }
-    return rows.length;
+    return done;
   }
 
+  /** Versions of stored documents and of uploads still in flight. */
   keyVersionsInUse(): number[] {
-    return this.#sql
+    const stored = this.#sql
       .exec<{ v: number }>(`SELECT DISTINCT key_version AS v FROM documents WHERE tenant = ?`, this.#tenant)
       .toArray()
       .map((row) => row.v);
+    return [...new Set([...stored, ...this.#inFlight.keys()])];
   }
 
   /**
@@ -258,6 +303,21 @@ export class EncryptedBlobs {
         : new KbError("ERR_BAD_REQUEST", "document body could not be read");
     }
     if (put.status === "rejected") throw new KbError("ERR_INTERNAL", "document could not be stored");
+  }
+
+  async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#locks.get(id) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#locks.set(id, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.#locks.get(id) === tail) this.#locks.delete(id);
+    }
   }
 
   #row(id: string): DocumentRow | undefined {

@@ -149,6 +149,14 @@ export class TenantKeyring {
     return versions.length;
   }
 
+  /** Whether the tenant is being or has been offboarded (src/tenant/lifecycle.ts keeps the state in tenant_meta). */
+  #shredded(): boolean {
+    const state = this.#sql
+      .exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'state'`)
+      .toArray()[0]?.value;
+    return state !== undefined && state !== "active";
+  }
+
   #forget(version: number): void {
     this.#keys.get(version)?.fill(0);
     this.#keys.delete(version);
@@ -163,6 +171,11 @@ export class TenantKeyring {
   async #create(version: number, now: number): Promise<number> {
     const key = crypto.getRandomValues(new Uint8Array(32));
     const wrapped = await wrapKey(this.#master, this.#tenant, version, key);
+    // A shredded tenant never gets a key again. Work in flight when the keys were destroyed (the next batch of an
+    // extraction run, a tool call that passed the lifecycle check before the shred) would otherwise mint a fresh
+    // key under the live master epoch, write under it, and leave it behind a "completed" purge. Checked after the
+    // await, right before the insert, so the check and the insert are one synchronous step.
+    if (this.#shredded()) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
     this.#sql.exec(
       `INSERT INTO tenant_keys (tenant, version, epoch, wrapped, created_at) VALUES (?, ?, ?, ?, ?)`,
       this.#tenant,

@@ -160,14 +160,14 @@ describe("documents: ciphertext moved across tenants, ids and key versions", () 
     await expectAIntact();
   });
 
-  it("A's ciphertext under B's prefix: get_document by B fails cleanly (ERR_INTERNAL), no plaintext", async () => {
+  it("A's ciphertext under B's prefix: get_document by B fails cleanly (ERR_DECRYPT, no detail), no plaintext", async () => {
     for (const args of [
       { id: "secret" },
       { id: "secret", offset: 0, length: 1000 },
       { id: "secret", offset: 50_000 },
     ]) {
       const result = await bobMcp.call("get_document", args);
-      expect(refusal(result)).toEqual({ code: "ERR_INTERNAL", message: "internal error" });
+      expect(refusal(result)).toEqual({ code: "ERR_DECRYPT", message: "internal error" });
       expectNoPlaintext(result.raw);
     }
     // B's own document still reads, A's too.
@@ -181,7 +181,7 @@ describe("documents: ciphertext moved across tenants, ids and key versions", () 
     await expectDecryptFailureResponse(await a.get("renamed", "bytes=0-99"));
     await expectDecryptFailureResponse(await a.get("renamed", "bytes=-1"));
     const result = await aliceMcp.call("get_document", { id: "renamed", offset: 0, length: 100 });
-    expect(refusal(result).code).toBe("ERR_INTERNAL");
+    expect(refusal(result).code).toBe("ERR_DECRYPT");
     expectNoPlaintext(result.raw);
     await expectAIntact();
   });
@@ -235,12 +235,12 @@ describe("documents: ciphertext moved across tenants, ids and key versions", () 
       }
     });
 
-    it("v1 ciphertext labelled v2, and v2 ciphertext labelled v1: Range GET 500, get_document ERR_INTERNAL", async () => {
+    it("v1 ciphertext labelled v2, and v2 ciphertext labelled v1: Range GET 500, get_document ERR_DECRYPT", async () => {
       const mcp = await kbCaller(tenant);
       for (const id of ["relabel-up", "relabel-down"]) {
         await expectDecryptFailureResponse(await docs.get(id, "bytes=0-10"));
         const result = await mcp.call("get_document", { id, offset: 0, length: 10 });
-        expect(refusal(result).code).toBe("ERR_INTERNAL");
+        expect(refusal(result).code).toBe("ERR_DECRYPT");
         expectNoPlaintext(result.raw);
       }
     });
@@ -436,7 +436,7 @@ describe("atoms: sealed blobs moved across tenants and ids; nothing in clear at 
     if (!row) throw new Error("A's atom is missing");
     await copyAtomRow(tenantB, row, "shared-id");
     const result = await bob.call("get_atom", { id: "shared-id" });
-    expect(refusal(result)).toEqual({ code: "ERR_DECRYPT", message: "service unavailable" });
+    expect(refusal(result)).toEqual({ code: "ERR_DECRYPT", message: "internal error" });
     for (const secret of [CANARY, "tangerine", TITLE, SOURCE, TAG]) expect(result.raw).not.toContain(secret);
     // The resource read fails the same way, without A's text.
     const resource = await bob.rpc("resources/read", { uri: "atom://shared-id" });

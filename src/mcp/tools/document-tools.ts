@@ -1,43 +1,16 @@
 import type { McpServer } from "@modelcontextprotocol/server";
 import { z } from "zod";
 import type { EncryptedBlobs } from "../../blob/encrypted-blobs";
-import { isKbError, KbError } from "../../errors";
-import { log } from "../../log";
+import { KbError } from "../../errors";
 import { base64url } from "../../util/bytes";
 import type { RequestScope } from "../request-scope";
-import { TOOL_SCOPES } from "../tool-scopes";
+import { toolRunner } from "./tool-result";
 
 /** Documents over MCP are for small bodies; large ones use the streaming HTTP endpoint /v1/documents/:id. */
 export const MCP_DOCUMENT_MAX_BYTES = 512 * 1024;
 
-type ToolResult = {
-  content: { type: "text"; text: string }[];
-  structuredContent?: Record<string, unknown>;
-  isError?: boolean;
-};
-
 export function registerDocumentTools(server: McpServer, scope: RequestScope, blobs: EncryptedBlobs): void {
-  const run = (tool: string, fn: () => Promise<Record<string, unknown>>) => async (): Promise<ToolResult> => {
-    const needed = TOOL_SCOPES[tool];
-    if (needed && !scope.identity.scopes.includes(needed)) {
-      return errorResult("ERR_INSUFFICIENT_SCOPE", `this tool requires scope ${needed}`);
-    }
-    try {
-      const result = await fn();
-      return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
-    } catch (error) {
-      if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
-      const code = isKbError(error) ? error.code : "ERR_INTERNAL";
-      log("error", {
-        event: "tool.error",
-        requestId: scope.requestId,
-        tenant: scope.identity.tenant,
-        code,
-        detail: tool,
-      });
-      return errorResult("ERR_INTERNAL", "internal error");
-    }
-  };
+  const run = toolRunner(scope);
 
   server.registerTool(
     "put_document",
@@ -116,12 +89,4 @@ function decodeBase64(text: string): Uint8Array {
   } catch {
     throw new KbError("ERR_INVALID_PARAMS", "base64 is not valid");
   }
-}
-
-function errorResult(code: string, message: string): ToolResult {
-  return {
-    content: [{ type: "text", text: `${code}: ${message}` }],
-    structuredContent: { error: { code, message } },
-    isError: true,
-  };
 }

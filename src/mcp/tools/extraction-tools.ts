@@ -1,17 +1,10 @@
 import type { McpServer, ServerContext } from "@modelcontextprotocol/server";
 import { z } from "zod";
-import { isKbError, KbError } from "../../errors";
+import { KbError } from "../../errors";
 import type { RunManager } from "../../extract/run-manager";
 import type { KnowledgeBase } from "../../kb/knowledge-base";
-import { log } from "../../log";
 import type { RequestScope } from "../request-scope";
-import { TOOL_SCOPES } from "../tool-scopes";
-
-type ToolResult = {
-  content: { type: "text"; text: string }[];
-  structuredContent?: Record<string, unknown>;
-  isError?: boolean;
-};
+import { toolRunner } from "./tool-result";
 
 const RUN_HANDLE = "extraction.run";
 const RUN_HANDLE_TTL_S = 7 * 24 * 3600;
@@ -28,20 +21,7 @@ export interface ExtractionDeps {
  * handle is bound to tenant and subject), purge_source (remove every atom of one source, e.g. a poisoned document).
  */
 export function registerExtractionTools(server: McpServer, scope: RequestScope, deps: ExtractionDeps): void {
-  const run = (tool: string, fn: () => Promise<Record<string, unknown>>) => async (): Promise<ToolResult> => {
-    const needed = TOOL_SCOPES[tool];
-    if (needed && !scope.identity.scopes.includes(needed)) {
-      return errorResult("ERR_INSUFFICIENT_SCOPE", `this tool requires scope ${needed}`);
-    }
-    try {
-      const result = await fn();
-      return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
-    } catch (error) {
-      if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
-      log("error", { event: "tool.error", requestId: scope.requestId, tenant: scope.identity.tenant, detail: tool });
-      return errorResult("ERR_INTERNAL", "internal error");
-    }
-  };
+  const run = toolRunner(scope);
 
   server.registerTool(
     "ingest_document",
@@ -114,13 +94,5 @@ function publicStatus(status: ReturnType<RunManager["status"]> & object): Record
     atoms_written: status.written,
     flagged: status.flagged,
     error: status.error,
-  };
-}
-
-function errorResult(code: string, message: string): ToolResult {
-  return {
-    content: [{ type: "text", text: `${code}: ${message}` }],
-    structuredContent: { error: { code, message } },
-    isError: true,
   };
 }

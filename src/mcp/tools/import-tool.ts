@@ -2,18 +2,12 @@ import type { McpServer } from "@modelcontextprotocol/server";
 import { z } from "zod";
 import type { Config } from "../../config";
 import { tenantFetch } from "../../egress/tenant-fetch";
-import { isKbError, KbError } from "../../errors";
+import { KbError } from "../../errors";
 import { LIMITS } from "../../kb/limits";
-import { log } from "../../log";
 import type { TenantContext } from "../../tenant/tenant-context";
 import { sha256Hex } from "../../util/bytes";
 import type { RequestScope } from "../request-scope";
-
-type ToolResult = {
-  content: { type: "text"; text: string }[];
-  structuredContent?: Record<string, unknown>;
-  isError?: boolean;
-};
+import { toolRunner } from "./tool-result";
 
 const MEDIA_TYPE = /^\s*([a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64})\s*(;|$)/i;
 const CHARSET = /;\s*charset\s*=\s*"?([a-z0-9._-]{1,64})"?\s*(;|$)/i;
@@ -39,6 +33,7 @@ export function registerImportTool(
   tenant: TenantContext,
   config: Config,
 ): void {
+  const run = toolRunner(scope);
   server.registerTool(
     "import_url",
     {
@@ -49,10 +44,8 @@ export function registerImportTool(
         .strict(),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
     },
-    async ({ url, id, ingest }): Promise<ToolResult> => {
-      if (!scope.identity.scopes.includes("kb.write"))
-        return errorResult("ERR_INSUFFICIENT_SCOPE", "this tool requires scope kb.write");
-      try {
+    async ({ url, id, ingest }) =>
+      run("import_url", async () => {
         const documentId = id ?? `url-${(await sha256Hex(url)).slice(0, 24)}`;
         if (!LIMITS.idPattern.test(documentId)) throw new KbError("ERR_INVALID_PARAMS", "invalid document id");
         const fetched = await tenantFetch(url, {
@@ -70,28 +63,7 @@ export function registerImportTool(
         // Optional: extract atoms right away, in a fresh single-tenant run.
         const runs = tenant.runs();
         const extraction = ingest ? await runs.run(runs.create(scope.identity.subject, document.id)) : null;
-        const result = { document, source: fetched.url, ...(extraction ? { extraction } : {}) };
-        return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
-      } catch (error) {
-        if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
-        if (isKbError(error) && error.code.startsWith("ERR_EGRESS_")) return errorResult(error.code, error.message);
-        log("error", {
-          event: "tool.error",
-          requestId: scope.requestId,
-          tenant: scope.identity.tenant,
-          code: isKbError(error) ? error.code : "ERR_INTERNAL",
-          detail: "import_url",
-        });
-        return errorResult("ERR_INTERNAL", "internal error");
-      }
-    },
+        return { document, source: fetched.url, ...(extraction ? { extraction } : {}) };
+      })(),
   );
-}
-
-function errorResult(code: string, message: string): ToolResult {
-  return {
-    content: [{ type: "text", text: `${code}: ${message}` }],
-    structuredContent: { error: { code, message } },
-    isError: true,
-  };
 }

@@ -1,18 +1,11 @@
 import { type McpServer, ResourceNotFoundError, ResourceTemplate } from "@modelcontextprotocol/server";
 import { z } from "zod";
-import { isKbError, KbError } from "../../errors";
+import { KbError } from "../../errors";
 import { parseFilter } from "../../kb/filters";
 import type { KnowledgeBase } from "../../kb/knowledge-base";
 import { LIMITS } from "../../kb/limits";
-import { log } from "../../log";
 import type { RequestScope } from "../request-scope";
-import { TOOL_SCOPES } from "../tool-scopes";
-
-type ToolResult = {
-  content: { type: "text"; text: string }[];
-  structuredContent?: Record<string, unknown>;
-  isError?: boolean;
-};
+import { toolRunner } from "./tool-result";
 
 const LIST_CURSOR = "list_atoms.cursor";
 const CURSOR_TTL_S = 3600;
@@ -22,28 +15,7 @@ const CURSOR_TTL_S = 3600;
  * index among them) is refused, never ignored. Tool errors come back as `isError` results carrying a stable code.
  */
 export function registerKbTools(server: McpServer, scope: RequestScope, kb: KnowledgeBase): void {
-  const run = (tool: string, fn: () => Promise<Record<string, unknown>>) => async (): Promise<ToolResult> => {
-    const needed = TOOL_SCOPES[tool];
-    if (needed && !scope.identity.scopes.includes(needed)) {
-      return errorResult("ERR_INSUFFICIENT_SCOPE", `this tool requires scope ${needed}`);
-    }
-    try {
-      const result = await fn();
-      return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
-    } catch (error) {
-      if (isKbError(error) && error.status < 500) return errorResult(error.code, error.message);
-      // Anything else would reach the client as the SDK's isError text, i.e. the raw internal message.
-      const code = isKbError(error) ? error.code : "ERR_INTERNAL";
-      log("error", {
-        event: "tool.error",
-        requestId: scope.requestId,
-        tenant: scope.identity.tenant,
-        code,
-        detail: tool,
-      });
-      return errorResult(code, code === "ERR_INTERNAL" ? "internal error" : "service unavailable");
-    }
-  };
+  const run = toolRunner(scope);
 
   const tag = z.string().min(1).max(LIMITS.tagChars);
   const atomInput = z
@@ -176,14 +148,6 @@ export function registerKbTools(server: McpServer, scope: RequestScope, kb: Know
       };
     },
   );
-}
-
-function errorResult(code: string, message: string): ToolResult {
-  return {
-    content: [{ type: "text", text: `${code}: ${message}` }],
-    structuredContent: { error: { code, message } },
-    isError: true,
-  };
 }
 
 function notFound(): KbError {
