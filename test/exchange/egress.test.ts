@@ -576,10 +576,8 @@ describe("the admin API keeps the policy well-formed", () => {
     expect(status.egress).toEqual(parseEgressPolicy(GOOD));
   });
 
-  // BUG (patch /tmp/exchange-patches/admin-egress-400.patch): parseEgressPolicy throws ERR_INVALID_PARAMS inside the
-  // tenant object, but a KbError thrown in a Durable Object reaches the edge over RPC as a plain Error, so the admin
-  // API answers 500 ERR_INTERNAL (and logs an error) for an operator's typo. Flip to it() once fixed.
-  it.fails("a malformed policy is a 400 client error, not a 500", async () => {
+  // Regression: a refusal thrown inside the tenant object keeps its status across RPC (400, not 500).
+  it("a malformed policy is a 400 client error, not a 500", async () => {
     const answer = await putEgress(uniqueTenant("egbad"), BAD[0]);
     expect(answer.status, answer.text).toBe(400);
   });
