@@ -161,6 +161,7 @@ export class TenantServer extends DurableObject<Env> {
 
   /** Crypto-shred: keys and sessions are destroyed before this returns; the purge continues in the alarm. */
   async adminOffboard(tenant: string, requestedBy: string): Promise<ShredReceipt> {
+    this.#assertKnown();
     const ctx = this.#context(tenant);
     const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
     log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
@@ -178,6 +179,7 @@ export class TenantServer extends DurableObject<Env> {
   }
 
   async adminRotate(tenant: string): Promise<RotationState> {
+    this.#assertKnown();
     await this.#ensureRegistered(tenant);
     const state = await this.#lifecycle(this.#context(tenant)).startRotation();
     await this.ctx.storage.setAlarm(Date.now());
@@ -283,6 +285,11 @@ export class TenantServer extends DurableObject<Env> {
     if (bound) return bound;
     sql.exec(`INSERT INTO tenant_meta (key, value) VALUES ('tenant', ?) ON CONFLICT (key) DO NOTHING`, tenant);
     return this.#boundTenant() ?? tenant;
+  }
+
+  /** Offboarding or rotating a tenant that never existed would only create it (and block its name): refuse. */
+  #assertKnown(): void {
+    if (this.#boundTenant() === null) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
   }
 
   /** Tells the registry about this tenant once (it drives platform-wide jobs such as the master epoch rewrap). */

@@ -1,5 +1,5 @@
 import { runInDurableObject } from "cloudflare:test";
-import { env } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import { importJWK, type JWK, SignJWT } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import { unwrapKey } from "../../src/crypto/key-wrap";
@@ -418,5 +418,23 @@ describe("no key material in any admin response", () => {
     await admin("GET", "/admin/master");
     expect(answers.length).toBeGreaterThan(50);
     await checkNoKeyMaterial(secrets);
+  });
+});
+
+describe("unknown tenants", () => {
+  it("offboarding or rotating a tenant that never existed is a 404, and creates nothing", async () => {
+    const ghost = `ghost-${crypto.randomUUID().slice(0, 8)}`;
+    for (const action of ["offboard", "rotate"] as const) {
+      const response = await exports.default.fetch(
+        new Request(`https://kb.test/admin/tenants/${ghost}/${action}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${await mintAdminToken()}`, "content-type": "application/json" },
+          body: JSON.stringify({ confirm: ghost }),
+        }),
+      );
+      expect(response.status).toBe(404);
+    }
+    const registry = env.TENANT_REGISTRY.get(env.TENANT_REGISTRY.idFromName("registry"));
+    expect((await registry.list("", 1000)).some((entry) => entry.tenant === ghost)).toBe(false);
   });
 });
