@@ -48,6 +48,9 @@ const BATCH = 25;
 const CLEANUP_DELAY_MS = 10 * 60_000;
 
 export class ExtractionRun extends DurableObject<Env> {
+  /** True while this instance is extracting (in memory: an instance that was evicted or aborted forgets it). */
+  #executing = false;
+
   async execute(init: RunInit, channel: RunChannel): Promise<RunResult> {
     if ((await this.ctx.storage.get("run")) || (await this.ctx.storage.get("spent"))) {
       throw new KbError("ERR_RUN_REFUSED", "this run object has already served an ingest");
@@ -64,6 +67,10 @@ export class ExtractionRun extends DurableObject<Env> {
       finishedAt: null,
     };
     await this.ctx.storage.put("run", record);
+    // The clean-up alarm is set before any work: an attempt cut short (eviction, crash, abort) never reaches the
+    // `finally` below, and its record must still be wiped.
+    await this.ctx.storage.setAlarm(Date.now() + CLEANUP_DELAY_MS);
+    this.#executing = true;
     try {
       const result = await this.#extract(init, channel, record);
       record.status = "done";
@@ -73,6 +80,7 @@ export class ExtractionRun extends DurableObject<Env> {
       record.error = error instanceof KbError ? error.code : "ERR_INTERNAL";
       throw error;
     } finally {
+      this.#executing = false;
       record.finishedAt = Date.now();
       await this.ctx.storage.put("run", record);
       await this.ctx.storage.setAlarm(Date.now() + CLEANUP_DELAY_MS);
@@ -86,6 +94,11 @@ export class ExtractionRun extends DurableObject<Env> {
 
   /** Clean-up: the run's state goes; a tombstone stays so the object can never serve another ingest. */
   override async alarm(): Promise<void> {
+    if (this.#executing) {
+      // Still extracting (a very long run): look again later.
+      await this.ctx.storage.setAlarm(Date.now() + CLEANUP_DELAY_MS);
+      return;
+    }
     await this.ctx.storage.deleteAll();
     await this.ctx.storage.put("spent", true);
   }

@@ -2,7 +2,9 @@
  * Incremental HTML to text blocks (bounded memory: it keeps only the current tag and the current block). Script,
  * style, template, noscript, iframe, svg and head content is dropped; block elements end a block; entities are
  * decoded; text inside elements marked `hidden`, `aria-hidden="true"` or styled `display:none` /
- * `visibility:hidden` is kept as data but its block is marked hidden. Malformed markup degrades to plain text.
+ * `visibility:hidden` is kept as data but its block is marked hidden. Malformed markup degrades to plain text, as
+ * an HTML tokenizer would read it: a `<` that cannot start a tag (`a < b`, `<=`, `<|`) is text, a comment runs to
+ * `-->` (not to the first `>`), and a tag or comment still open at the end of the input is dropped, never emitted.
  */
 export interface TextBlock {
   readonly text: string;
@@ -66,10 +68,16 @@ const VOID = new Set([
 ]);
 const ENTITIES: Record<string, string> = { amp: "&", lt: "<", gt: ">", quot: '"', apos: "'", nbsp: " " };
 const MAX_TAG = 4096;
+/** What may follow `<` for it to open a tag, an end tag, a comment/doctype or a processing instruction. */
+const TAG_START = /[A-Za-z/!?]/;
 
 export class HtmlText {
   #inTag = false;
   #tag = "";
+  /** The open tag is a comment (`<!--`): it ends at `-->`. */
+  #comment = false;
+  /** The last two characters of the open tag (the tag text itself is capped at MAX_TAG). */
+  #tail = "";
   #text = "";
   #dropping: string | null = null;
   #hiddenDepth = 0;
@@ -80,28 +88,50 @@ export class HtmlText {
   push(chunk: string): TextBlock[] {
     for (const char of chunk) {
       if (this.#inTag) {
-        if (char === ">") {
-          this.#inTag = false;
-          this.#onTag(this.#tag);
-          this.#tag = "";
-        } else if (this.#tag.length < MAX_TAG) {
-          this.#tag += char;
+        if (this.#tag !== "" || TAG_START.test(char)) {
+          this.#tagChar(char);
+          continue;
         }
-      } else if (char === "<") {
-        this.#inTag = true;
-      } else if (this.#dropping === null) {
-        this.#text += char;
-        if (this.#hiddenDepth > 0 && char.trim()) this.#blockHidden = true;
-        if (this.#text.length > 8192) this.#endBlock();
+        // "<" followed by something that cannot start a tag: the "<" was text; this character is data too.
+        this.#inTag = false;
+        this.#data("<");
       }
+      if (char === "<") this.#inTag = true;
+      else this.#data(char);
     }
     return this.#drain();
   }
 
   finish(): TextBlock[] {
-    if (this.#inTag && this.#dropping === null) this.#text += `<${this.#tag}`;
+    // A lone "<" at the very end is text; an unfinished tag or comment is dropped.
+    if (this.#inTag && this.#tag === "") this.#data("<");
+    this.#inTag = false;
+    this.#tag = "";
+    this.#comment = false;
+    this.#tail = "";
     this.#endBlock();
     return this.#drain();
+  }
+
+  #tagChar(char: string): void {
+    if (char === ">" && (!this.#comment || this.#tail === "--")) {
+      if (!this.#comment) this.#onTag(this.#tag);
+      this.#inTag = false;
+      this.#tag = "";
+      this.#comment = false;
+      this.#tail = "";
+      return;
+    }
+    if (this.#tag.length < MAX_TAG) this.#tag += char;
+    this.#tail = (this.#tail + char).slice(-2);
+    if (this.#tag === "!--") this.#comment = true;
+  }
+
+  #data(char: string): void {
+    if (this.#dropping !== null) return;
+    this.#text += char;
+    if (this.#hiddenDepth > 0 && char.trim()) this.#blockHidden = true;
+    if (this.#text.length > 8192) this.#endBlock();
   }
 
   #onTag(raw: string): void {

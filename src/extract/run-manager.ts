@@ -1,6 +1,6 @@
 import { RpcTarget } from "cloudflare:workers";
 import type { Env } from "../env";
-import { isKbError, KbError } from "../errors";
+import { ERROR_CODES, type ErrorCode, isKbError, KbError } from "../errors";
 import { contentHash } from "../kb/embedding-cache";
 import type { AtomInput } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
@@ -8,7 +8,7 @@ import { log } from "../log";
 import type { TenantContext } from "../tenant/tenant-context";
 import { base64url } from "../util/bytes";
 import type { RunChannel, RunResult } from "./extraction-run";
-import type { Segment } from "./segmenter";
+import { kindFor, type Segment } from "./segmenter";
 
 /**
  * The tenant side of extraction runs (inside the tenant object). Each attempt of a run gets a brand-new
@@ -16,7 +16,7 @@ import type { Segment } from "./segmenter";
  * decides atom ids (SHA-256 of document, position and content hash, so a retried run rewrites the same atoms
  * instead of duplicating them), provenance and source; the run object cannot write anything else anywhere else.
  */
-export const EXTRACTOR_VERSION = "segmenter-v1";
+export const EXTRACTOR_VERSION = "segmenter-v2";
 const MAX_ATTEMPTS = 3;
 
 export interface RunStatus {
@@ -126,6 +126,7 @@ export class RunManager {
     const meta = this.#tenant.blobs.head(documentId);
     if (!meta) throw new KbError("ERR_NOT_FOUND", "document not found");
     if (meta.size === 0) throw new KbError("ERR_INVALID_PARAMS", "the document is empty");
+    kindFor(meta.contentType); // ERR_UNSUPPORTED_TYPE now, not after a run object was started
     const runId = base64url(crypto.getRandomValues(new Uint8Array(16)));
     this.#sql.exec(
       `INSERT INTO extraction_runs (tenant, run_id, subject, document_id, object_ids, status, attempt, segments, written,
@@ -149,6 +150,23 @@ export class RunManager {
     runId: string,
     onProgress: (segments: number, bytes: number) => Promise<void> = async () => {},
   ): Promise<RunStatus> {
+    // This object instance is already driving this run (a synchronous ingest awaiting its run object while the
+    // alarm fires): never start a second, concurrent attempt of it.
+    const active = this.#tenant.activeRuns;
+    if (active.has(runId)) {
+      const row = this.#row(runId);
+      if (!row) throw new KbError("ERR_NOT_FOUND", "run not found");
+      return toStatus(row);
+    }
+    active.add(runId);
+    try {
+      return await this.#drive(runId, onProgress);
+    } finally {
+      active.delete(runId);
+    }
+  }
+
+  async #drive(runId: string, onProgress: (segments: number, bytes: number) => Promise<void>): Promise<RunStatus> {
     for (;;) {
       const row = this.#row(runId);
       if (!row) throw new KbError("ERR_NOT_FOUND", "run not found");
@@ -172,8 +190,9 @@ export class RunManager {
         );
         return this.#finish(runId, "done", result, null);
       } catch (error) {
-        const code = isKbError(error) ? error.code : "ERR_RUN_INTERRUPTED";
-        const retryable = !isKbError(error) || error.status >= 500;
+        const known = errorCodeOf(error);
+        const code = known ?? "ERR_RUN_INTERRUPTED";
+        const retryable = known === null || ERROR_CODES[known] >= 500;
         log("warn", { event: "extraction.attempt.failed", tenant: this.#tenant.tenant, code, outcome: "error" });
         if (!retryable || row.attempt + 1 >= MAX_ATTEMPTS) return this.#finish(runId, "failed", null, code);
       }
@@ -185,15 +204,20 @@ export class RunManager {
     return row && row.subject === subject ? toStatus(row) : null;
   }
 
-  /** Runs waiting to be driven by the alarm (asynchronous ingests, and runs interrupted by an eviction). */
+  /**
+   * Runs waiting to be driven by the alarm (asynchronous ingests, and runs interrupted by an eviction), except the
+   * ones this object instance is driving right now.
+   */
   pending(): string[] {
+    const active = this.#tenant.activeRuns;
     return this.#sql
       .exec<{ run_id: string }>(
         `SELECT run_id FROM extraction_runs WHERE tenant = ? AND status IN ('queued', 'running') ORDER BY created_at`,
         this.#tenant.tenant,
       )
       .toArray()
-      .map((row) => row.run_id);
+      .map((row) => row.run_id)
+      .filter((runId) => !active.has(runId));
   }
 
   #finish(runId: string, status: "done" | "failed", result: RunResult | null, error: string | null): RunStatus {
@@ -227,6 +251,17 @@ export class RunManager {
       )
       .toArray()[0];
   }
+}
+
+/**
+ * The stable code of an error, also when it crossed Workers RPC: a KbError thrown in the run object (or in this
+ * object's channel, called from there) arrives as a plain Error that keeps its own `code` property but not its
+ * class. Anything without a known code is an interruption (eviction, crash, broken connection).
+ */
+function errorCodeOf(error: unknown): ErrorCode | null {
+  if (isKbError(error)) return error.code;
+  const code = typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined;
+  return typeof code === "string" && Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : null;
 }
 
 function toStatus(row: RunRow): RunStatus {

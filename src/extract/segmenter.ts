@@ -4,11 +4,15 @@ import { type AtomFlag, flagText } from "./injection-flags";
 
 /**
  * Splits a document into atoms by its structure, incrementally (push text as it streams, get finished segments
- * back), so memory stays bounded by one segment plus one paragraph. Markdown: headings start segments and become
- * titles; paragraphs are packed up to `maxChars`; long paragraphs are split at sentence or word boundaries, with
- * `overlapChars` of the previous segment repeated at the start of a continuation. HTML: text blocks from HtmlText.
- * Plain text: paragraphs. JSON: one line per leaf (`path: value`), grouped by top-level entry (JSON needs the whole
- * document, so it is capped at MAX_JSON_CHARS).
+ * back), so memory stays bounded by one segment plus 4 x maxChars of the current paragraph. Markdown: headings start
+ * segments and become titles; paragraphs are packed up to `maxChars`; long paragraphs are split at sentence or word
+ * boundaries, with `overlapChars` of the previous segment repeated at the start of a continuation. HTML: text blocks
+ * from HtmlText. Plain text: paragraphs. JSON: one line per leaf (`path: value`), grouped by top-level entry (JSON
+ * needs the whole document, so it is capped at MAX_JSON_CHARS).
+ *
+ * The segments depend only on the text, never on how it was cut into pushes (stored documents stream in 16 KiB
+ * pieces): lines and paragraphs are carried across pushes, and a paragraph or line too long to hold is cut at a
+ * point chosen from its own first 4 x maxChars characters.
  */
 export type DocumentKind = "markdown" | "html" | "text" | "json";
 
@@ -43,7 +47,17 @@ export class Segmenter {
   readonly #kind: DocumentKind;
   readonly #options: SegmenterOptions;
   readonly #html = new HtmlText();
+  /** The current line, while it is short enough to wait for its end (to tell headings and blank lines). */
   #pending = "";
+  /** The current line was too long to wait for: it streams into the paragraph. */
+  #lineOpen = false;
+  /** ... and so far it is whitespace only (a blank line still ends the paragraph). */
+  #lineBlank = true;
+  /** The rest of an over-long heading line is ignored. */
+  #skipLine = false;
+  /** The current paragraph: its lines joined with "\n" (at most 4 x maxChars between pushes). */
+  #para = "";
+  #paraOpen = false;
   #json = "";
   #title: string | null = null;
   #current = "";
@@ -66,16 +80,13 @@ export class Segmenter {
       for (const block of this.#html.push(text)) this.#paragraph(block.text, block.hidden);
       return this.#drain();
     }
-    this.#pending += text;
-    // Complete lines only; the last partial line waits for more text.
-    const cut = this.#pending.lastIndexOf("\n");
-    if (cut >= 0) {
-      this.#lines(this.#pending.slice(0, cut));
-      this.#pending = this.#pending.slice(cut + 1);
-    }
-    if (this.#pending.length > this.#options.maxChars * 4) {
-      this.#lines(this.#pending);
-      this.#pending = "";
+    let start = 0;
+    for (;;) {
+      const newline = text.indexOf("\n", start);
+      this.#linePart(newline < 0 ? text.slice(start) : text.slice(start, newline));
+      if (newline < 0) break;
+      this.#lineEnd();
+      start = newline + 1;
     }
     return this.#drain();
   }
@@ -83,33 +94,94 @@ export class Segmenter {
   finish(): Segment[] {
     if (this.#kind === "json") this.#jsonSegments();
     else if (this.#kind === "html") for (const block of this.#html.finish()) this.#paragraph(block.text, block.hidden);
-    else this.#lines(this.#pending);
-    this.#pending = "";
+    else {
+      this.#lineEnd(); // the last line, whether or not the text ends with a newline
+      this.#endParagraph();
+    }
     this.#flush();
     return this.#drain();
   }
 
-  #lines(text: string): void {
-    let paragraph = "";
-    for (const line of text.split("\n")) {
-      const heading = this.#kind === "markdown" ? /^\s{0,3}#{1,6}\s+(.*)$/.exec(line) : null;
-      if (heading) {
-        this.#paragraph(paragraph, false);
-        paragraph = "";
-        this.#flush();
-        this.#title =
-          (heading[1] ?? "")
-            .replace(/\s+#*\s*$/, "")
-            .trim()
-            .slice(0, 256) || null;
-      } else if (line.trim() === "") {
-        this.#paragraph(paragraph, false);
-        paragraph = "";
-      } else {
-        paragraph += paragraph ? `\n${line}` : line;
-      }
+  /** Part of the current line (no newline in it). */
+  #linePart(part: string): void {
+    if (!part || this.#skipLine) return;
+    if (this.#lineOpen) {
+      if (part.trim()) this.#lineBlank = false;
+      this.#para += part;
+      this.#cutLongParagraph();
+      return;
     }
-    this.#paragraph(paragraph, false);
+    this.#pending += part;
+    const limit = this.#options.maxChars * 4;
+    if (this.#pending.length <= limit) return;
+    // Too long to wait for the end of the line; decide from a fixed-length prefix, whatever the pushes were.
+    const heading = this.#heading(this.#pending.slice(0, limit + 1));
+    if (heading !== undefined) {
+      this.#startSection(heading);
+      this.#skipLine = true;
+    } else {
+      this.#lineOpen = true;
+      this.#lineBlank = this.#pending.trim() === "";
+      this.#addLine(this.#pending);
+    }
+    this.#pending = "";
+  }
+
+  #lineEnd(): void {
+    const line = this.#pending.endsWith("\r") ? this.#pending.slice(0, -1) : this.#pending;
+    this.#pending = "";
+    if (this.#skipLine) {
+      this.#skipLine = false;
+    } else if (this.#lineOpen) {
+      this.#lineOpen = false;
+      if (this.#lineBlank) this.#endParagraph();
+    } else {
+      const heading = this.#heading(line);
+      if (heading !== undefined) this.#startSection(heading);
+      else if (line.trim() === "") this.#endParagraph();
+      else this.#addLine(line);
+    }
+  }
+
+  /** The title if `line` is a markdown heading (null for an empty one), undefined if it is not a heading. */
+  #heading(line: string): string | null | undefined {
+    if (this.#kind !== "markdown") return undefined;
+    const heading = /^\s{0,3}#{1,6}\s+(.*)$/.exec(line);
+    if (!heading) return undefined;
+    return (
+      (heading[1] ?? "")
+        .replace(/\s+#*\s*$/, "")
+        .trim()
+        .slice(0, 256) || null
+    );
+  }
+
+  #startSection(title: string | null): void {
+    this.#endParagraph();
+    this.#flush();
+    this.#title = title;
+  }
+
+  #addLine(line: string): void {
+    this.#para += this.#paraOpen ? `\n${line}` : line;
+    this.#paraOpen = true;
+    this.#cutLongParagraph();
+  }
+
+  /** Keeps the paragraph buffer bounded: cuts are chosen from its first 4 x maxChars characters only. */
+  #cutLongParagraph(): void {
+    const cap = this.#options.maxChars * 4;
+    while (this.#para.length > cap) {
+      const piece = cutAt(this.#para, cap);
+      this.#paragraph(piece, false);
+      this.#para = this.#para.slice(piece.length);
+    }
+  }
+
+  #endParagraph(): void {
+    this.#paragraph(this.#para, false);
+    this.#para = "";
+    this.#paraOpen = false;
   }
 
   #paragraph(text: string, hidden: boolean): void {

@@ -26,6 +26,8 @@ export class TenantContext {
   readonly keyring: TenantKeyring;
   readonly kb: KnowledgeBase;
   readonly blobs: EncryptedBlobs;
+  /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
+  readonly activeRuns = new Set<string>();
   readonly #sql: SqlStorage;
   readonly #env: Env;
   #tokens: ExchangedTokens | null = null;
