@@ -316,52 +316,40 @@ export class KnowledgeBase {
           versions.flatMap((version) => values.map((value) => this.#d.cipher.token(version, kind, value))),
         )
       ).flat();
-    const sets: Set<string>[] = [];
     const tenant = this.#d.tenant;
-    const placeholders = (values: readonly string[]) => values.map(() => "?").join(",");
-    const ids = (rows: { id: string }[]) => new Set(rows.map((row) => row.id));
+    const ids = (query: (list: string) => string, wanted: string[], ...extra: SqlStorageValue[]) =>
+      new Set(
+        this.#d.sql
+          .exec<{ id: string }>(query(wanted.map(() => "?").join(",")), tenant, ...wanted, ...extra)
+          .toArray()
+          .map((row) => row.id),
+      );
+    const sets: Set<string>[] = [];
     if (filter.sources.length) {
-      const wanted = await tokens("source", filter.sources);
       sets.push(
         ids(
-          this.#d.sql
-            .exec<{ id: string }>(
-              `SELECT id FROM atoms WHERE tenant = ? AND source_token IN (${placeholders(wanted)})`,
-              tenant,
-              ...wanted,
-            )
-            .toArray(),
+          (list) => `SELECT id FROM atoms WHERE tenant = ? AND source_token IN (${list})`,
+          await tokens("source", filter.sources),
         ),
       );
     }
     if (filter.tagsAny.length) {
-      const wanted = await tokens("tag", filter.tagsAny);
       sets.push(
         ids(
-          this.#d.sql
-            .exec<{ id: string }>(
-              `SELECT DISTINCT atom_id AS id FROM atom_tags WHERE tenant = ? AND tag_token IN (${placeholders(wanted)})`,
-              tenant,
-              ...wanted,
-            )
-            .toArray(),
+          (list) => `SELECT DISTINCT atom_id AS id FROM atom_tags WHERE tenant = ? AND tag_token IN (${list})`,
+          await tokens("tag", filter.tagsAny),
         ),
       );
     }
     if (filter.tagsAll.length) {
       // An atom is sealed under one version, so it can hold at most one token per tag value.
-      const wanted = await tokens("tag", filter.tagsAll);
       sets.push(
         ids(
-          this.#d.sql
-            .exec<{ id: string }>(
-              `SELECT atom_id AS id FROM atom_tags WHERE tenant = ? AND tag_token IN (${placeholders(wanted)})
-               GROUP BY atom_id HAVING COUNT(DISTINCT tag_token) = ?`,
-              tenant,
-              ...wanted,
-              filter.tagsAll.length,
-            )
-            .toArray(),
+          (list) =>
+            `SELECT atom_id AS id FROM atom_tags WHERE tenant = ? AND tag_token IN (${list})
+             GROUP BY atom_id HAVING COUNT(DISTINCT tag_token) = ?`,
+          await tokens("tag", filter.tagsAll),
+          filter.tagsAll.length,
         ),
       );
     }
