@@ -1,11 +1,16 @@
 #!/usr/bin/env node
-// `npm run bench [-- --sizes=1000,10000,100000 --queries=200]` (or `-- --report-only` to regenerate BENCHMARKS.md
-// from bench/results.json without running anything): runs the local vector index benchmark
-// (bench/**/*.bench.test.ts, vitest.bench.config.ts) inside workerd, collects the `BENCH_RESULT {json}` lines it
-// prints (code in workerd cannot write files), merges them per size into bench/results.json and regenerates
-// BENCHMARKS.md from that file. Not part of `npm test`. Exits non-zero when the run fails or prints no result.
+// `npm run bench [-- --sizes=1000,10000,100000 --queries=200] [-- --suite=index|crypto]` (or `-- --report-only` to
+// regenerate BENCHMARKS.md from bench/results.json without running anything): runs the benchmarks
+// (bench/**/*.bench.test.ts, vitest.bench.config.ts) inside workerd, collects the `BENCH_RESULT {json}` lines they
+// print (code in workerd cannot write files), merges them into bench/results.json (the vector index per size under
+// `sizes`, the crypto suite per part under `crypto`) and regenerates BENCHMARKS.md from that file. Suites: `index`
+// (bench/local-index.bench.test.ts; --sizes, --queries) and `crypto` (bench/crypto.bench.test.ts: Cobblestone-256
+// throughput and streaming memory, offboarding); without --suite both run. While the crypto suite runs, the RSS of
+// the workerd process is sampled from outside (Linux /proc) between the `BENCH_MARK` lines the suite prints, as a
+// cross-check of its in-pipeline memory accounting. Not part of `npm test`. Exits non-zero when the run fails or
+// prints no result.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,8 +19,15 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS = join(root, "bench/results.json");
 const REPORT = join(root, "BENCHMARKS.md");
 const MARKER = "BENCH_RESULT ";
+const PHASE_MARKER = "BENCH_MARK ";
 const NOTES_START = "<!-- notes:start -->";
 const NOTES_END = "<!-- notes:end -->";
+const CRYPTO_NOTES_START = "<!-- crypto-notes:start -->";
+const CRYPTO_NOTES_END = "<!-- crypto-notes:end -->";
+const SUITES = {
+  index: "bench/local-index.bench.test.ts",
+  crypto: "bench/crypto.bench.test.ts",
+};
 
 const options = Object.fromEntries(
   process.argv
@@ -33,23 +45,34 @@ if (options["report-only"]) {
 }
 const sizes = options.sizes ?? "1000,10000,100000";
 const queries = options.queries ?? "200";
+const suite = options.suite ?? "all";
+if (suite !== "all" && !Object.hasOwn(SUITES, suite)) {
+  console.error(`bench: unknown --suite=${suite} (use ${Object.keys(SUITES).join(", ")}, or omit it for all)`);
+  process.exit(2);
+}
+const files = suite === "all" ? [] : [SUITES[suite]];
 
 const startedAt = new Date();
 const loadSamples = [os.loadavg()[0]];
 const sampler = setInterval(() => loadSamples.push(os.loadavg()[0]), 5_000);
 const collected = [];
+const rss = rssSampler();
 
-console.log(`bench: sizes ${sizes}, ${queries} queries per size; load average ${os.loadavg().map(fmt1).join(" ")}`);
+console.log(
+  `bench: suite ${suite}${suite === "crypto" ? "" : `, sizes ${sizes}, ${queries} queries per size`}; load average ` +
+    os.loadavg().map(fmt1).join(" "),
+);
 const code = await new Promise((resolve) => {
   const child = spawn(
     process.execPath,
-    [join(root, "node_modules/vitest/vitest.mjs"), "run", "--config", "vitest.bench.config.ts"],
+    [join(root, "node_modules/vitest/vitest.mjs"), "run", "--config", "vitest.bench.config.ts", ...files],
     {
       cwd: root,
       env: { ...process.env, BENCH_SIZES: sizes, BENCH_QUERIES: queries, NO_COLOR: "1", FORCE_COLOR: "0" },
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
+  rss.start(child.pid);
   let buffered = "";
   child.stdout.setEncoding("utf8");
   child.stdout.on("data", (chunk) => {
@@ -67,6 +90,7 @@ const code = await new Promise((resolve) => {
   });
 });
 clearInterval(sampler);
+rss.stop();
 loadSamples.push(os.loadavg()[0]);
 
 const finishedAt = new Date();
@@ -74,6 +98,7 @@ const run = {
   startedAt: startedAt.toISOString(),
   finishedAt: finishedAt.toISOString(),
   durationS: Math.round((finishedAt - startedAt) / 1000),
+  suite,
   sizesRequested: sizes,
   source: source(),
   machine: machine(),
@@ -85,7 +110,12 @@ const run = {
 };
 if (collected.length) {
   const results = readResults();
-  for (const result of collected) results.sizes[String(result.n)] = { result, run };
+  for (const result of collected) {
+    if (result.suite === "crypto") {
+      results.crypto ??= {};
+      results.crypto[result.part] = { result, run };
+    } else results.sizes[String(result.n)] = { result, run };
+  }
   results.updatedAt = run.finishedAt;
   writeFileSync(RESULTS, `${JSON.stringify(results, null, 2)}\n`);
   writeReport(results);
@@ -97,6 +127,13 @@ if (code !== 0 || collected.length === 0) {
 }
 
 function onLine(line) {
+  const phase = line.indexOf(PHASE_MARKER);
+  if (phase >= 0) {
+    try {
+      rss.mark(JSON.parse(line.slice(phase + PHASE_MARKER.length)).mark);
+    } catch {}
+    return;
+  }
   const at = line.indexOf(MARKER);
   if (at < 0) {
     process.stdout.write(`${line}\n`);
@@ -104,6 +141,15 @@ function onLine(line) {
   }
   try {
     const result = JSON.parse(line.slice(at + MARKER.length));
+    if (result.suite === "crypto") {
+      if (result.part === "memory") {
+        result.rss = rss.phase("memory-stream");
+        result.rssAllVariants = rss.phase("memory-all");
+      }
+      collected.push(result);
+      console.log(`bench: crypto ${result.part}: ${cryptoLine(result)}`);
+      return;
+    }
     collected.push(result);
     const l = result.latency;
     console.log(
@@ -114,6 +160,109 @@ function onLine(line) {
   } catch (error) {
     console.error(`bench: could not parse a result line: ${error}`);
   }
+}
+
+function cryptoLine(r) {
+  if (r.part === "memory") {
+    return `worst accounted peak ${kib(r.worstAccountedPeakBytes)} (goal ${mib(r.goalPeakBytes)})`;
+  }
+  if (r.part === "throughput") {
+    return r.sizes
+      .map(
+        (s) =>
+          `${mib(s.bytes)}: encrypt stream/raw ${s.encrypt.ratios.streamVsRaw}, decrypt stream/raw ${s.decrypt.ratios.streamVsRaw}`,
+      )
+      .join("; ");
+  }
+  if (r.part === "offboarding") {
+    return (
+      `adminOffboard RPC ${r.alarmDriven.offboardRpcMs} ms; purge ${r.alarmDriven.atomsPerSecond} atoms/s by alarm, ` +
+      `${r.direct.atomsPerSecond} atoms/s stepping purgeStep`
+    );
+  }
+  return "";
+}
+
+/**
+ * RSS of the workerd process(es) under the vitest child, sampled every 100 ms from /proc (Linux only; otherwise
+ * nothing is reported). `phase(name)` summarizes the samples between the `<name>:start` and `<name>:end` marks.
+ */
+function rssSampler() {
+  const samples = [];
+  const marks = [];
+  let timer = null;
+  let root = null;
+  let pids = [];
+  const descendants = () => {
+    const children = new Map();
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+        const close = stat.lastIndexOf(")");
+        const ppid = Number(stat.slice(close + 2).split(" ")[1]);
+        const comm = stat.slice(stat.indexOf("(") + 1, close);
+        if (!children.has(ppid)) children.set(ppid, []);
+        children.get(ppid).push({ pid: Number(entry), comm });
+      } catch {}
+    }
+    const out = [];
+    const queue = [root];
+    while (queue.length) {
+      for (const child of children.get(queue.shift()) ?? []) {
+        out.push(child);
+        queue.push(child.pid);
+      }
+    }
+    return out.filter((p) => p.comm.includes("workerd")).map((p) => p.pid);
+  };
+  const read = () => {
+    let total = 0;
+    for (const pid of pids) {
+      try {
+        const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+        total += Number(kb ?? 0) * 1024;
+      } catch {}
+    }
+    return total;
+  };
+  const tick = () => {
+    try {
+      if (!pids.length || read() === 0) pids = descendants();
+      if (pids.length) samples.push({ t: Date.now(), rss: read() });
+    } catch {}
+  };
+  return {
+    start(pid) {
+      if (!existsSync("/proc/self/status")) return;
+      root = pid;
+      timer = setInterval(tick, 100);
+    },
+    stop() {
+      if (timer) clearInterval(timer);
+    },
+    mark(name) {
+      tick();
+      marks.push({ name, t: Date.now(), rss: samples.at(-1)?.rss ?? null });
+    },
+    phase(name) {
+      const start = marks.find((m) => m.name === `${name}:start`);
+      const end = marks.find((m) => m.name === `${name}:end`);
+      if (!start || !end || start.rss === null) return null;
+      const within = samples.filter((s) => s.t >= start.t && s.t <= end.t);
+      const peak = Math.max(start.rss, ...within.map((s) => s.rss));
+      return {
+        processes: pids.length,
+        baselineBytes: start.rss,
+        peakBytes: peak,
+        growthBytes: peak - start.rss,
+        samples: within.length,
+        durationMs: end.t - start.t,
+        /** MiB above the baseline, every 100 ms sample (does it plateau, or grow with the bytes streamed?). */
+        seriesMiB: within.map((s) => Math.round(((s.rss - start.rss) / 2 ** 20) * 10) / 10),
+      };
+    },
+  };
 }
 
 function readResults() {
@@ -170,6 +319,11 @@ function writeReport(results) {
   out.push("# Benchmarks: local vector index");
   out.push("");
   out.push(
+    "Two sections: the local vector index (this one, `npm run bench -- --suite=index`) and " +
+      "[at-rest crypto and offboarding](#benchmarks-at-rest-crypto-and-offboarding) (`npm run bench -- --suite=crypto`).",
+  );
+  out.push("");
+  out.push(
     "Generated by `npm run bench` (scripts/bench.mjs, bench/local-index.bench.test.ts, vitest.bench.config.ts) from " +
       "bench/results.json; edit only the notes block. The benchmark is not part of `npm test`: speed targets are " +
       "measured here, never by timed tests.",
@@ -194,6 +348,8 @@ function writeReport(results) {
     out.push("");
   }
   out.push(...method());
+  out.push("");
+  out.push(...cryptoReport(results.crypto ?? {}, previous));
   writeFileSync(REPORT, `${out.join("\n")}\n`);
 }
 
@@ -388,6 +544,323 @@ function method() {
       "same SQLite; its first query includes reading every int8 copy from SQLite and instantiating the wasm " +
       "kernel (single shot, 1 ms resolution). The OS page cache is warm, so this is a lower bound for a real cold start.",
   ];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// BENCHMARKS.md, crypto section (bench/crypto.bench.test.ts; results.crypto.{memory,throughput,offboarding})
+
+function cryptoReport(parts, previous) {
+  const start = previous.indexOf(CRYPTO_NOTES_START);
+  const end = previous.indexOf(CRYPTO_NOTES_END);
+  const notes =
+    start >= 0 && end > start
+      ? previous.slice(start + CRYPTO_NOTES_START.length, end).trim()
+      : "_Hand-written analysis of the crypto suite goes here; scripts/bench.mjs keeps this block._";
+  const out = [];
+  out.push("# Benchmarks: at-rest crypto and offboarding");
+  out.push("");
+  out.push(
+    "Generated by `npm run bench -- --suite=crypto` (scripts/bench.mjs, bench/crypto.bench.test.ts, " +
+      "vitest.bench.config.ts) from the `crypto` entry of bench/results.json; edit only the notes block. Like the " +
+      "index benchmark it measures inside workerd and asserts nothing about speed.",
+  );
+  out.push("");
+  out.push("## Crypto: verdict against the goals");
+  out.push("");
+  out.push(...cryptoVerdict(parts));
+  out.push("");
+  out.push("## Crypto: notes and analysis");
+  out.push("");
+  out.push(CRYPTO_NOTES_START);
+  out.push(notes);
+  out.push(CRYPTO_NOTES_END);
+  out.push("");
+  if (parts.throughput) out.push(...throughputSection(parts.throughput), "");
+  if (parts.memory) out.push(...memorySection(parts.memory), "");
+  if (parts.offboarding) out.push(...offboardingSection(parts.offboarding), "");
+  out.push(...cryptoMethod());
+  return out;
+}
+
+function runLine(run) {
+  if (!run) return "";
+  return (
+    `Run ${run.finishedAt.slice(0, 16).replace("T", " ")} UTC, ${run.durationS} s (suite ${run.suite ?? "all"}); ` +
+    `${run.machine.cpus} × ${run.machine.cpuModel}, ${run.machine.memoryGiB} GiB, Node ${run.machine.node}, ` +
+    `workerd ${run.machine.workerd}; load average (1 min) at start ${run.loadAverage1m.atStart}, mean ` +
+    `${run.loadAverage1m.mean}, max ${run.loadAverage1m.max}; source ${run.source ? `commit ${run.source.commit}${run.source.srcChangedFiles ? ` + ${run.source.srcChangedFiles} uncommitted src/ change(s)` : ""}` : "?"}.`
+  );
+}
+
+function cryptoVerdict(parts) {
+  const t = parts.throughput?.result;
+  const m = parts.memory?.result;
+  const o = parts.offboarding?.result;
+  if (!t && !m && !o) return ["No crypto result yet: run `npm run bench -- --suite=crypto`."];
+  const rows = [["Goal", "Measured", "Met?"]];
+  for (const size of t?.sizes ?? []) {
+    for (const [kind, stream] of [
+      ["encrypt", "encryptingStream"],
+      ["decrypt", "decryptingStream"],
+    ]) {
+      const ops = size[kind].ops;
+      const r = size[kind].ratios;
+      rows.push([
+        `${kind}, ${mib(size.bytes)}: ${stream} (64 KiB pieces) ≥ ${t.goalRatio} × single-shot AES-256-GCM`,
+        `${fixed(r.streamVsRaw, 2)} (${mbps(ops[stream])} vs ${mbps(ops["raw single-shot"])} MiB/s, medians); ` +
+          `best-of ${fixed(r.streamVsRawBest, 2)}; patch A ${fixed(r.patchAVsRaw, 2)}; ceiling of any ` +
+          `16 KiB-chunk design on WebCrypto ${fixed(r.perChunkFloorVsRaw, 2)}`,
+        yes(r.streamVsRaw >= t.goalRatio),
+      ]);
+    }
+  }
+  if (m) {
+    const first = m.runs[0];
+    rows.push([
+      `peak memory streaming ${mib(first.totalBytes)} through encrypt then decrypt ≤ ${mib(m.goalPeakBytes)}`,
+      `${kib(first.accountedPeakBytes)} held by the pipeline at most (64 KiB pieces; worst variant, 1 MiB pieces, ` +
+        `${kib(m.worstAccountedPeakBytes)})` +
+        (m.rss
+          ? `; but the workerd process's RSS rose ${mib(m.rss.growthBytes)} during the run (garbage collected late, ` +
+            "see the memory section)"
+          : ""),
+      m.worstAccountedPeakBytes <= m.goalPeakBytes ? "yes, for the bytes held" : "**no**",
+    ]);
+  }
+  if (o) {
+    const a = o.alarmDriven;
+    rows.push([
+      `(no stated target) keys destroyed: adminOffboard over RPC, ${o.shape.keyVersions} key versions, ` +
+        `${o.shape.sessions} sessions, ${o.shape.atoms.toLocaleString("en-US")} atoms`,
+      `${num(a.offboardRpcMs)} ms (lifecycle.offboard alone ${clockMs(o.direct.offboardMs)})`,
+      "—",
+    ]);
+    rows.push([
+      `(no stated target) purge of ${o.shape.atoms.toLocaleString("en-US")} atoms and ${o.shape.documents} documents`,
+      `${a.purgeMs} ms by the alarm (${a.purgeBatches} steps): ${a.atomsPerSecond.toLocaleString("en-US")} atoms/s; ` +
+        `stepping purgeStep: ${o.direct.atomsPerSecond.toLocaleString("en-US")} atoms/s; R2: ` +
+        `${o.direct.r2ObjectsPerSecondInDeletingCalls.toLocaleString("en-US")} objects/s in the step that deleted them`,
+      "—",
+    ]);
+  }
+  const run = parts.throughput?.run ?? parts.memory?.run ?? parts.offboarding?.run;
+  return [
+    ...table(rows),
+    "",
+    `${runLine(run)} Wall-clock figures on a shared 2-core VM with other jobs running: throughput is a lower bound ` +
+      "for an idle machine, the ratios are measured interleaved in the same run, and workerd on a VM is not the edge.",
+  ];
+}
+
+function mbps(op) {
+  return op ? String(op.medianMiBps) : "?";
+}
+
+function throughputSection({ result: t, run }) {
+  const out = ["## Crypto: throughput (MiB/s)", ""];
+  out.push(
+    "Median of the samples, best in parentheses, ratio = median / median of single-shot AES-256-GCM on the same " +
+      `buffer in the same run. Streams are fed ${kib(t.pieceBytes)} pieces and drained by a reader.`,
+  );
+  out.push("");
+  for (const kind of ["encrypt", "decrypt"]) {
+    const names = [...new Set(t.sizes.flatMap((s) => Object.keys(s[kind].ops)))];
+    const rows = [[kind, ...t.sizes.flatMap((s) => [`${mib(s.bytes)} MiB/s`, "ratio"])]];
+    for (const name of names) {
+      rows.push([
+        name,
+        ...t.sizes.flatMap((s) => {
+          const op = s[kind].ops[name];
+          const raw = s[kind].ops["raw single-shot"];
+          if (!op) return ["—", "—"];
+          return [`${op.medianMiBps} (${op.bestMiBps})`, fixed(op.medianMiBps / raw.medianMiBps, 3)];
+        }),
+      ]);
+    }
+    out.push(...table(rows), "");
+  }
+  const rows = [["Where a 16 KiB chunk's time goes (µs, medians)", ...t.sizes.map((s) => mib(s.bytes))]];
+  const add = (label, f) => rows.push([label, ...t.sizes.map((s) => (s.model ? f(s.model) : "—"))]);
+  add("crypto.subtle.encrypt on a 16 KiB chunk", (m) => num(m.rawCallOn16KiBUs));
+  add("crypto.subtle.encrypt on a 16-byte input (fixed cost per call)", (m) => num(m.rawCallOn16BytesUs));
+  add("16 KiB at the single-shot rate (the AES-GCM work itself)", (m) => num(m.gcmOn16KiBAtSingleShotRateUs));
+  add("stream machinery alone (TransformStream, no crypto), per chunk", (m) => num(m.streamMachineryPerChunkUs));
+  add("encryptingStream, per chunk", (m) => num(m.streamPerChunkUs));
+  out.push(...table(rows), "");
+  out.push(
+    "Patched variants were checked before timing (not timed): " +
+      Object.entries(t.patchedChecks ?? {})
+        .map(([k, v]) => `${k}: ${v}`)
+        .join("; ") +
+      ".",
+  );
+  out.push("");
+  out.push(
+    `Wall time ${t.sizes.map((s) => `${mib(s.bytes)} ${s.wallMs} ms`).join(", ")}. Clock: advances during ` +
+      `computation ${t.clock?.advancesDuringComputation}, smallest step ${t.clock?.smallestStepMs} ms. ${runLine(run)}`,
+  );
+  return out;
+}
+
+function memorySection({ result: m, run }) {
+  const out = [`## Crypto: streaming memory (${mib(m.runs[0]?.totalBytes ?? 0)} through encrypt then decrypt)`, ""];
+  const rows = [
+    [
+      "Variant",
+      "max in flight",
+      "… source→enc / enc→dec / dec→sink",
+      "largest piece or chunk",
+      "StreamStats enc / dec (buffered, largest output)",
+      "accounted peak",
+      "end to end",
+    ],
+  ];
+  for (const r of m.runs) {
+    const s = r.maxInFlightByStage;
+    rows.push([
+      r.variant,
+      kib(r.maxInFlightBytes),
+      `${kib(s.sourceToEncryptor)} / ${kib(s.encryptorToDecryptor)} / ${kib(s.decryptorToSink)}`,
+      kib(r.largestPieceOrChunk),
+      `${r.encryptStats.maxBufferedBytes}, ${r.encryptStats.maxEnqueuedBytes} / ${r.decryptStats.maxBufferedBytes}, ` +
+        `${r.decryptStats.maxEnqueuedBytes} B`,
+      kib(r.accountedPeakBytes),
+      `${r.endToEndMiBps} MiB/s (${r.wallMs} ms)`,
+    ]);
+  }
+  out.push(...table(rows), "");
+  if (m.rss) {
+    out.push(
+      `Cross-check from outside: the workerd process's RSS (sampled every 100 ms from /proc by scripts/bench.mjs) ` +
+        `was ${mib(m.rss.baselineBytes)} when the first variant started and peaked at ${mib(m.rss.peakBytes)} ` +
+        `during it (+${mib(m.rss.growthBytes)}, ${m.rss.samples} samples over ${m.rss.durationMs} ms` +
+        (m.rss.seriesMiB ? `; MiB above the start, every 100 ms: ${m.rss.seriesMiB.join(", ")}` : "") +
+        "). RSS " +
+        "includes garbage not yet collected, allocator caches and everything else in the process, so it is an upper " +
+        "bound with a different meaning; it only runs first in a fresh process with `--suite=crypto`." +
+        (m.rssAllVariants
+          ? ` Over all ${m.runs.length} variants (${mib(m.runs.reduce((n, r) => n + r.totalBytes, 0))} streamed, ` +
+            `${m.rssAllVariants.durationMs} ms) the RSS peaked ${mib(m.rssAllVariants.growthBytes)} above its start.`
+          : ""),
+    );
+    out.push("");
+  }
+  out.push(runLine(run));
+  return out;
+}
+
+function offboardingSection({ result: o, run }) {
+  const a = o.alarmDriven;
+  const d = o.direct;
+  const seed = (x) =>
+    `${x.keyVersions} key versions, ${x.sessions} sessions, ${x.atoms.toLocaleString("en-US")} atoms ` +
+    `(${x.vectors.toLocaleString("en-US")} vectors, ${x.cacheRows.toLocaleString("en-US")} embedding-cache rows), ` +
+    `${x.documents} documents (${mib(x.documentBytes)}) in ${x.r2Objects} R2 objects`;
+  const out = ["## Offboarding: key destruction and purge", ""];
+  const rows = [
+    ["Measure", "Value"],
+    ["tenant (each of the two)", seed(a.seed)],
+    [
+      "seeding (not part of offboarding)",
+      `KnowledgeBase.add ${a.seed.atomsAddMs} ms; EncryptedBlobs.put of ${a.seed.documents} documents ` +
+        `${a.seed.documentsPutMs} ms`,
+    ],
+    [
+      "adminOffboard over the tenant object's RPC (keys + sessions destroyed, registry told, alarm set)",
+      `${num(a.offboardRpcMs)} ms; ${a.keyVersionsDestroyed} key versions destroyed, ${a.sessionsEnded} sessions ended`,
+    ],
+    ["lifecycle.offboard alone, inside the object (second tenant)", `${clockMs(d.offboardMs)} (1 ms clock)`],
+    [
+      "purge by the object's alarm (offboard returned → receipt.completedAt)",
+      `${a.purgeMs} ms, ${a.purgeBatches} steps: ${a.atomsPerSecond.toLocaleString("en-US")} atoms/s, ` +
+        `${a.r2ObjectsPerSecond.toLocaleString("en-US")} R2 objects/s over the whole purge; purged ` +
+        Object.entries(a.purged)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", "),
+    ],
+    [
+      "purgeStep called back to back (second tenant)",
+      `${d.purgeMs} ms, ${d.steps} steps (p50 ${num(d.stepP50Ms)} ms, max ${num(d.stepMaxMs)} ms): ` +
+        `${d.atomsPerSecond.toLocaleString("en-US")} atoms/s`,
+    ],
+    [
+      "… inside purgeStep, all steps: KnowledgeBase.purgeBatch / EncryptedBlobs.purgeBatch",
+      `${d.knowledgeBasePurgeMs} ms (${d.atomsPerSecondInKnowledgeBasePurge.toLocaleString("en-US")} atoms/s) / ` +
+        `${d.blobsPurgeMs} ms`,
+    ],
+    [
+      "… EncryptedBlobs.purgeBatch calls that deleted objects (one list + one bulk delete of ≤ 1000 keys each)",
+      `${(d.blobsPurgeDeletingCalls ?? []).map((c) => `${c.r2Objects} objects + ${c.documents} rows in ${num(c.ms)} ms`).join("; ")}` +
+        ` → ${(d.r2ObjectsPerSecondInDeletingCalls ?? 0).toLocaleString("en-US")} R2 objects/s; every other step ` +
+        `still lists the empty prefix (${num(d.blobsPurgeEmptyCallMeanMs)} ms each)`,
+    ],
+  ];
+  out.push(...table(rows), "");
+  const sweep = [
+    [
+      "key versions (50 sessions, no data)",
+      "adminOffboard over RPC: mean / median / max ms",
+      "lifecycle.offboard in the object: mean / max ms",
+    ],
+  ];
+  for (const s of o.keyDestructionSweep) {
+    sweep.push([
+      String(s.keyVersions),
+      `${num(s.rpcMsMean)} / ${num(s.rpcMsMedian)} / ${num(s.rpcMsMax)} (${s.tenants} tenants)`,
+      `${num(s.directMsMean)} / ${num(s.directMsMax)} (${s.tenants} tenants)`,
+    ]);
+  }
+  out.push(...table(sweep), "");
+  out.push(runLine(run));
+  return out;
+}
+
+function cryptoMethod() {
+  return [
+    "## Crypto: method",
+    "",
+    "- **Where**: inside tenant Durable Objects under local workerd (`runInDurableObject`), where documents are " +
+      "encrypted in production (EncryptedBlobs in TenantContext). Keys and data are synthetic (xorshift32 bytes, " +
+      "incompressible); the context string has the production shape.",
+    "- **Throughput**: each operation processes the whole object; operations are interleaved per sample (a fresh " +
+      "pseudo-random order each time) so load drift and garbage collection spread over all of them. With the 1 ms clock, " +
+      "an operation runs back to back enough times for a sample to span about 30-50 ms, and the sample is the " +
+      "total divided by the runs. The baseline is one `crypto.subtle.encrypt`/`decrypt` call on the whole " +
+      "buffer (AES-256-GCM, 96-bit IV), as the goal states; it also pays for allocating the whole output. " +
+      "Streams get the object as a ReadableStream of 64 KiB views (no copies) and are drained by a reader; the " +
+      "decryption input pieces do not line up with the 16,400-byte encrypted chunks, as R2 bodies do not. The " +
+      "breakdown rows (raw per-chunk calls, 16-byte calls, chunk-size floors, the seal/open loops, the transformer " +
+      "driven without streams, a TransformStream that only splits pieces into 16 KiB views) locate the cost.",
+    "- **Patches** (bench/crypto-stream-patched.ts, imported from bench/, src untouched): A drives the project's " +
+      "own transformers from the pull of one ReadableStream (and folds EncryptedBlobs' length check into it); B " +
+      "starts up to 8 chunk seals/opens at once and awaits them together (optionally one output per batch). Both " +
+      "were checked for round trips, the released prefix on tampering and truncation before timing.",
+    "- **Memory**: workerd exposes no heap or RSS figure to the Worker, so the pipeline is instrumented: a byte " +
+      "counts as in flight from when the source creates it or a transformer enqueues it until the next stage has " +
+      "finished with it (its transform() returned, or the reader got it). The maximum over the run bounds " +
+      "everything the stream queues and the transformers' inputs and outputs hold at once; the transformers' fixed " +
+      "buffers (16 KiB + 16,400 B + header, allocated whole) and WebCrypto's transient copy of the chunks in " +
+      "flight (input + output) are added to get the accounted peak. The sink checks every byte against the " +
+      "template, so nothing is skipped. Not counted: garbage not yet collected (the engine decides when to " +
+      "collect it), engine overhead per object. The slow-consumer variant yields to the event loop after every MiB " +
+      "read, to show backpressure holds; the 1 MiB-piece variant shows the bound scales with the source's piece size.",
+    "- **Offboarding**: two identical tenants seeded inside their objects (key versions by TenantKeyring.rotate, " +
+      "session rows, atoms by KnowledgeBase.add in batches of 100, documents by EncryptedBlobs.put to the local R2 " +
+      "simulator). One is offboarded through `stub.adminOffboard` (RPC from the test worker, timed there) and purged " +
+      "by its own alarm, which miniflare fires on its own (10 ms between steps as in production); the purge time is " +
+      "receipt.completedAt minus the moment adminOffboard returned. The other runs lifecycle.offboard and then " +
+      "purgeStep back to back inside its object, with KnowledgeBase.purgeBatch and EncryptedBlobs.purgeBatch " +
+      "wrapped by timers. R2 is miniflare's local simulator, so R2 rates say little about production R2.",
+  ];
+}
+
+/** A single reading of the 1 ms clock. */
+function clockMs(value) {
+  return value < 1 ? "< 1 ms" : `${num(value)} ms`;
+}
+
+function kib(bytes) {
+  return bytes >= 10 * 2 ** 20 ? mib(bytes) : `${Math.round(bytes / 1024).toLocaleString("en-US")} KiB`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 import {
   ciphertextLength,
-  decryptingStream,
-  encryptingStream,
+  decryptingReadable,
+  encryptingTransformer,
   HEADER_SIZE,
   openRandomAccess,
+  pullThrough,
 } from "../crypto/chunked-aead";
 import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
@@ -157,7 +158,7 @@ export class EncryptedBlobs {
       // Pinned to the object whose header was checked; a concurrent replacement fails closed.
       const object = await this.#bucket.get(key, { onlyIf: { etagMatches: header.etag } });
       if (!object || !("body" in object)) throw new KbError("ERR_DECRYPT", "decryption failed");
-      return { meta: toMeta(row), body: object.body.pipeThrough(decryptingStream(dataKey, context)), range: null };
+      return { meta: toMeta(row), body: decryptingReadable(object.body, dataKey, context), range: null };
     }
     const size = reader.plaintextLength;
     const wanted = resolveRange(range, size);
@@ -238,7 +239,7 @@ export class EncryptedBlobs {
           return;
         }
         const oldKey = await this.#keyring.key(current.key_version);
-        const plaintext = object.body.pipeThrough(decryptingStream(oldKey, this.context(key, current.key_version)));
+        const plaintext = decryptingReadable(object.body, oldKey, this.context(key, current.key_version));
         await this.#write(key, plaintext, current.size, newKey, target, current.content_type);
         this.#sql.exec(
           `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ?`,
@@ -287,10 +288,11 @@ export class EncryptedBlobs {
   ): Promise<void> {
     const source = body instanceof Uint8Array ? (new Response(body).body as ReadableStream<Uint8Array>) : body;
     const fixed = new FixedLengthStream(ciphertextLength(length));
-    const pumped = source
-      .pipeThrough(exactLength(length))
-      .pipeThrough(encryptingStream(dataKey, this.context(key, version)))
-      .pipeTo(fixed.writable);
+    // One pull-based stage: the length check and the encryption run in the same pull (see pullThrough).
+    const pumped = pullThrough(
+      source,
+      exactLength(encryptingTransformer(dataKey, this.context(key, version)), length),
+    ).pipeTo(fixed.writable);
     const stored = this.#bucket.put(key, fixed.readable, {
       httpMetadata: { contentType: "application/octet-stream" },
       customMetadata: { format: "c2sp-chunked-aes256gcm-v1", keyVersion: String(version), contentType },
@@ -353,19 +355,21 @@ function checkId(id: string): void {
   }
 }
 
-/** Passes bytes through, failing if the stream is longer or shorter than declared. */
-function exactLength(length: number): TransformStream<Uint8Array, Uint8Array> {
+/** Wraps a transformer: its input fails if it is longer or shorter than declared (checked before `inner` sees it). */
+function exactLength(inner: Transformer<Uint8Array, Uint8Array>, length: number): Transformer<Uint8Array, Uint8Array> {
   let seen = 0;
-  return new TransformStream({
+  return {
+    start: (controller) => inner.start?.(controller),
     transform(chunk, controller) {
       seen += chunk.byteLength;
       if (seen > length) throw new KbError("ERR_BAD_REQUEST", "document body is longer than its declared length");
-      controller.enqueue(chunk);
+      return inner.transform?.(chunk, controller);
     },
-    flush() {
+    flush(controller) {
       if (seen !== length) throw new KbError("ERR_BAD_REQUEST", "document body is shorter than its declared length");
+      return inner.flush?.(controller);
     },
-  });
+  };
 }
 
 function toMeta(row: DocumentRow): DocumentMeta {

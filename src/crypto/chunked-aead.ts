@@ -14,7 +14,8 @@ import { beginEncryption, openHeader } from "./chunked-keys";
  *
  * - chunked-format.ts         sizes and offsets (CHUNK_SIZE, TAG_SIZE, HEADER_SIZE, ciphertextLength, ...)
  * - chunked-keys.ts           key schedule, commitment check, per-chunk seal/open
- * - chunked-stream.ts         encryptingStream / decryptingStream (bounded memory)
+ * - chunked-stream.ts         encryptingStream / decryptingStream (bounded memory), and their pull-based
+ *                             equivalents encryptingReadable / decryptingReadable / pullThrough (faster)
  * - chunked-random-access.ts  openRandomAccess (ranged reads, HTTP Range recipe)
  * - chunked-gcm.ts, hkdf.ts   the AES-256-GCM and HKDF-Expand-SHA-512 primitives over WebCrypto
  *
@@ -36,7 +37,14 @@ export {
   TAG_SIZE,
 } from "./chunked-format";
 export { type ChunkSpan, openRandomAccess, type RandomAccessDecryptor } from "./chunked-random-access";
-export { decryptingStream, encryptingStream } from "./chunked-stream";
+export {
+  decryptingReadable,
+  decryptingStream,
+  encryptingReadable,
+  encryptingStream,
+  encryptingTransformer,
+  pullThrough,
+} from "./chunked-stream";
 
 /** Encrypts a whole message. RangeError for a key that is not 32 bytes, a salt that is not 24, or > 4 PiB. */
 export async function encrypt(
