@@ -7,6 +7,7 @@
  * (`0x7f.1`, `2130706433`, `0177.0.0.1` all become `127.0.0.1`).
  */
 const LOCAL_NAMES = /(^|\.)(localhost|local|internal|intranet|lan|home\.arpa|localdomain)$/i;
+// Constant lookup table (never mutated, tenant-neutral).
 const METADATA_NAMES = new Set(["metadata.google.internal", "metadata", "instance-data"]);
 
 export function isForbiddenHost(hostname: string): boolean {

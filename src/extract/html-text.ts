@@ -11,6 +11,7 @@ export interface TextBlock {
   readonly hidden: boolean;
 }
 
+// Constant lookup tables (never mutated, tenant-neutral).
 const DROPPED = new Set(["script", "style", "template", "noscript", "iframe", "svg", "head", "object", "canvas"]);
 const BLOCK = new Set([
   "p",

@@ -12,6 +12,7 @@ export interface AtomFilter {
   readonly sources: readonly string[];
 }
 
+// Constant lookup table (never mutated, tenant-neutral).
 const SCOPE_KEYS = new Set(["tenant", "tenant_id", "tenantid", "namespace", "index", "org", "account"]);
 
 export function parseFilter(input: unknown): AtomFilter | null {
