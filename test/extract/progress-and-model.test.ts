@@ -101,8 +101,10 @@ describe("model-based extraction (fake Workers AI binding)", () => {
     const b = fakeAi({ response: JSON.stringify({ atoms: [{ text: "b" }] }) });
     await refineWithModel(segment, { ai: a.ai, model: "m", tenant: "tenant-a", gatewayId: "gw" });
     await refineWithModel(segment, { ai: b.ai, model: "m", tenant: "tenant-b", gatewayId: "gw" });
-    const keyA = (a.calls[0]?.options as { gateway: { cacheKey: string } }).gateway.cacheKey;
-    const keyB = (b.calls[0]?.options as { gateway: { cacheKey: string } }).gateway.cacheKey;
+    const cacheKey = (call: { options: unknown } | undefined) =>
+      String((call?.options as { gateway?: { cacheKey?: string } } | undefined)?.gateway?.cacheKey);
+    const keyA = cacheKey(a.calls[0]);
+    const keyB = cacheKey(b.calls[0]);
     expect(keyA.startsWith("tenant:tenant-a:")).toBe(true);
     expect(keyB.startsWith("tenant:tenant-b:")).toBe(true);
     expect(keyA).not.toBe(keyB);
