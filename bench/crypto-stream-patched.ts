@@ -22,7 +22,13 @@ import { ciphertextLength, plaintextLength } from "../src/crypto/chunked-aead";
 import { CHUNK_SIZE, chunkCountFor, ENCRYPTED_CHUNK_SIZE, HEADER_SIZE } from "../src/crypto/chunked-format";
 import { decryptError } from "../src/crypto/chunked-gcm";
 import { beginEncryption, INPUT_KEY_SIZE, type MessageCipher, openHeader } from "../src/crypto/chunked-keys";
-import { decryptingTransformer, encryptingTransformer, type StreamStats } from "../src/crypto/chunked-stream";
+import {
+  decryptingReadable,
+  encryptingTransformer,
+  pullThrough,
+  type StreamStats,
+  encryptingReadable as srcEncryptingReadable,
+} from "../src/crypto/chunked-stream";
 
 // ---------------------------------------------------------------------------------------------------------------
 // B. Batching with bounded concurrency.
@@ -317,57 +323,6 @@ export async function patchedDecrypt(
 // ---------------------------------------------------------------------------------------------------------------
 // A. Pull-based adapters.
 
-/** Drives `transformer` from the pull of one ReadableStream that reads `source` itself (see A above). */
-export function pullThrough(
-  source: ReadableStream<Uint8Array>,
-  transformer: Transformer<Uint8Array, Uint8Array>,
-): ReadableStream<Uint8Array> {
-  const reader = source.getReader();
-  let started: Promise<void> | null = null;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        // A pull must enqueue something (or close): the stream does not pull again on its own for a read that is
-        // still pending. So read pieces until the transformer emits (a piece may only fill a buffer or a header).
-        let emitted = false;
-        const shim = {
-          get desiredSize() {
-            return controller.desiredSize;
-          },
-          enqueue: (chunk: Uint8Array) => {
-            emitted = true;
-            controller.enqueue(chunk);
-          },
-          error: (reason: unknown) => controller.error(reason),
-          terminate: () => controller.close(),
-        } as TransformStreamDefaultController<Uint8Array>;
-        try {
-          // start() runs in the first pull: the transformer's start may be async (key derivation), and the next
-          // pull must not overtake it.
-          started ??= Promise.resolve(transformer.start?.(shim));
-          await started;
-          while (!emitted) {
-            const { done, value } = await reader.read();
-            if (done) {
-              await transformer.flush?.(shim);
-              controller.close();
-              return;
-            }
-            await transformer.transform?.(value, shim);
-          }
-        } catch (error) {
-          reader.cancel(error).catch(() => {});
-          throw error;
-        }
-      },
-      cancel(reason) {
-        return reader.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
 /** Fails a transformer's input that is longer or shorter than `length` (EncryptedBlobs' exactLength, folded in). */
 export function checkedLength(
   inner: Transformer<Uint8Array, Uint8Array>,
@@ -390,20 +345,15 @@ export function checkedLength(
   };
 }
 
+/** Patch A as it landed (src/crypto/chunked-stream.ts), plus EncryptedBlobs' length check in the same stage. */
 export function encryptingReadable(
   source: ReadableStream<Uint8Array>,
   inputKey: Uint8Array,
   context: Uint8Array,
   length?: number,
 ): ReadableStream<Uint8Array> {
-  const transformer = encryptingTransformer(inputKey, context);
-  return pullThrough(source, length === undefined ? transformer : checkedLength(transformer, length));
+  if (length === undefined) return srcEncryptingReadable(source, inputKey, context);
+  return pullThrough(source, checkedLength(encryptingTransformer(inputKey, context), length));
 }
 
-export function decryptingReadable(
-  source: ReadableStream<Uint8Array>,
-  inputKey: Uint8Array,
-  context: Uint8Array,
-): ReadableStream<Uint8Array> {
-  return pullThrough(source, decryptingTransformer(inputKey, context));
-}
+export { decryptingReadable, pullThrough };

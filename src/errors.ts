@@ -83,3 +83,25 @@ export class InsufficientScopeError extends KbError {
 export function isKbError(value: unknown): value is KbError {
   return value instanceof KbError;
 }
+
+/**
+ * The KbError an error stands for, or null. A KbError thrown inside a Durable Object reaches its caller over Workers
+ * RPC as a plain Error that keeps its own properties (name, code, message, scopes) but not its class; this restores
+ * it, so a refusal made in another object (ERR_TENANT_OFFBOARDED, ERR_UNSUPPORTED_TYPE, ...) stays that refusal
+ * instead of becoming an internal error or an "interruption". Only our own codes are accepted.
+ */
+export function kbErrorOf(error: unknown): KbError | null {
+  if (isKbError(error)) return error;
+  if (!(error instanceof Error) || error.name !== "KbError") return null;
+  const { code, scopes } = error as Error & { code?: unknown; scopes?: unknown };
+  if (typeof code !== "string" || !Object.hasOwn(ERROR_CODES, code)) return null;
+  if (code === "ERR_INSUFFICIENT_SCOPE" && Array.isArray(scopes) && scopes.every((s) => typeof s === "string")) {
+    return new InsufficientScopeError(scopes);
+  }
+  return new KbError(code as ErrorCode, error.message, { cause: error });
+}
+
+/** Any thrown value as a KbError: its own (also across RPC), or ERR_INTERNAL with no detail for the client. */
+export function toKbError(error: unknown): KbError {
+  return kbErrorOf(error) ?? new KbError("ERR_INTERNAL", "internal error", { cause: error });
+}

@@ -8,28 +8,31 @@ export const JWKS_COOLDOWN_MS = 30_000;
 export const JWKS_TIMEOUT_MS = 5_000;
 
 /**
- * Remote key sets, one per JWKS URL. This is the only module-level cache in src/, and it is tenant-neutral: it
- * holds the configured issuer's public keys, chosen by server configuration and never by a request, identical for
- * every tenant. Keeping it per isolate is what makes the cooldown effective.
+ * Key resolvers, one per configured key source (inline JWKS or JWKS URL). This is the only module-level cache in
+ * src/, and it is tenant-neutral: it holds the configured issuer's public keys, chosen by server configuration and
+ * never by a request, identical for every tenant. Keeping it per isolate is what makes the remote cooldown
+ * effective, and spares re-importing inline keys on every request. Bounded: configuration has one source.
  */
-const remoteKeySets = new Map<string, JWTVerifyGetKey>();
+const keySets = new Map<string, JWTVerifyGetKey>();
+const MAX_KEY_SETS = 8;
 
 /** The verification key resolver for the configured issuer: the inline JWKS, or the remote set with cooldown. */
 export function keyResolver(config: Config): JWTVerifyGetKey {
-  if (config.jwks.kind === "inline") {
-    return refuseWeakKeys(createLocalJWKSet(config.jwks.keys as unknown as JSONWebKeySet));
-  }
-  let resolver = remoteKeySets.get(config.jwks.url);
-  if (!resolver) {
-    resolver = refuseWeakKeys(
-      createRemoteJWKSet(new URL(config.jwks.url), {
-        cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
-        cooldownDuration: JWKS_COOLDOWN_MS,
-        timeoutDuration: JWKS_TIMEOUT_MS,
-      }),
-    );
-    remoteKeySets.set(config.jwks.url, resolver);
-  }
+  const jwks = config.jwks;
+  const cacheKey = jwks.kind === "inline" ? `inline:${JSON.stringify(jwks.keys)}` : `remote:${jwks.url}`;
+  const cached = keySets.get(cacheKey);
+  if (cached) return cached;
+  const resolver = refuseWeakKeys(
+    jwks.kind === "inline"
+      ? createLocalJWKSet(jwks.keys as unknown as JSONWebKeySet)
+      : createRemoteJWKSet(new URL(jwks.url), {
+          cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
+          cooldownDuration: JWKS_COOLDOWN_MS,
+          timeoutDuration: JWKS_TIMEOUT_MS,
+        }),
+  );
+  if (keySets.size >= MAX_KEY_SETS) keySets.clear();
+  keySets.set(cacheKey, resolver);
   return resolver;
 }
 

@@ -1,6 +1,6 @@
 import { RpcTarget } from "cloudflare:workers";
 import type { Env } from "../env";
-import { ERROR_CODES, type ErrorCode, isKbError, KbError } from "../errors";
+import { ERROR_CODES, KbError, kbErrorOf } from "../errors";
 import { contentHash } from "../kb/embedding-cache";
 import type { AtomInput } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
@@ -190,7 +190,7 @@ export class RunManager {
         );
         return this.#finish(runId, "done", result, null);
       } catch (error) {
-        const known = errorCodeOf(error);
+        const known = kbErrorOf(error)?.code ?? null;
         const code = known ?? "ERR_RUN_INTERRUPTED";
         const retryable = known === null || ERROR_CODES[known] >= 500;
         log("warn", { event: "extraction.attempt.failed", tenant: this.#tenant.tenant, code, outcome: "error" });
@@ -251,17 +251,6 @@ export class RunManager {
       )
       .toArray()[0];
   }
-}
-
-/**
- * The stable code of an error, also when it crossed Workers RPC: a KbError thrown in the run object (or in this
- * object's channel, called from there) arrives as a plain Error that keeps its own `code` property but not its
- * class. Anything without a known code is an interruption (eviction, crash, broken connection).
- */
-function errorCodeOf(error: unknown): ErrorCode | null {
-  if (isKbError(error)) return error.code;
-  const code = typeof error === "object" && error !== null ? (error as { code?: unknown }).code : undefined;
-  return typeof code === "string" && Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : null;
 }
 
 function toStatus(row: RunRow): RunStatus {

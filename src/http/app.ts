@@ -6,12 +6,12 @@ import { keyResolver } from "../auth/keys";
 import { protectedResourceMetadata } from "../auth/resource-metadata";
 import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
 import { type Config, loadConfig, MCP_PATH } from "../config";
-import { InsufficientScopeError, KbError } from "../errors";
+import { InsufficientScopeError, KbError, toKbError } from "../errors";
 import { registerTokenRoutes } from "../exchange/token-route";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
 import { type AppEnv, requireConfig } from "./context";
-import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH, toKbError } from "./error-response";
+import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH } from "./error-response";
 import { checkOriginAndHost } from "./origin-guard";
 import { checkJsonContentType, checkProtocolVersion, readBodyCapped, sanitizedMcpRequest } from "./transport-guards";
 

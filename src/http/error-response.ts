@@ -1,5 +1,5 @@
 import type { Config } from "../config";
-import { ERROR_CODES, type ErrorCode, InsufficientScopeError, isKbError, KbError } from "../errors";
+import { type ErrorCode, InsufficientScopeError, type KbError } from "../errors";
 
 /** The one place that turns an error into an HTTP response. Bodies never carry stack traces or secrets. */
 export interface ErrorContext {
@@ -24,26 +24,6 @@ const JSON_RPC_CODES: Partial<Record<ErrorCode, number>> = {
   ERR_CONTENT_TYPE: -32600,
   ERR_BODY_TOO_LARGE: -32600,
 };
-
-export function toKbError(error: unknown): KbError {
-  if (isKbError(error)) return error;
-  return fromRemote(error) ?? new KbError("ERR_INTERNAL", "internal error", { cause: error });
-}
-
-/**
- * A KbError thrown inside a Durable Object reaches its caller over RPC as a plain Error (`remote: true`) that keeps
- * its own properties (name, code, message, scopes) but not its class. Restores it, so that a refusal made by a
- * tenant object (e.g. ERR_TENANT_OFFBOARDED from an admin RPC) stays that refusal instead of becoming a 500.
- */
-function fromRemote(error: unknown): KbError | null {
-  if (!(error instanceof Error) || error.name !== "KbError") return null;
-  const { code, remote, scopes } = error as Error & { code?: unknown; remote?: unknown; scopes?: unknown };
-  if (remote !== true || typeof code !== "string" || !Object.hasOwn(ERROR_CODES, code)) return null;
-  if (code === "ERR_INSUFFICIENT_SCOPE" && Array.isArray(scopes) && scopes.every((s) => typeof s === "string")) {
-    return new InsufficientScopeError(scopes);
-  }
-  return new KbError(code as ErrorCode, error.message, { cause: error });
-}
 
 export function errorResponse(error: KbError, context: ErrorContext): Response {
   const status = error.status;

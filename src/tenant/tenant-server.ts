@@ -6,8 +6,8 @@ import { type Config, loadConfig } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
 import { type EgressPolicy, findTarget, parseEgressPolicy } from "../egress/egress-policy";
 import type { Env } from "../env";
-import { KbError } from "../errors";
-import { errorResponse, toKbError } from "../http/error-response";
+import { KbError, toKbError } from "../errors";
+import { errorResponse } from "../http/error-response";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
@@ -95,8 +95,7 @@ export class TenantServer extends DurableObject<Env> {
   ): Promise<ExchangeOutcome> {
     try {
       const config = loadConfig(this.env);
-      this.#checkIdentity(identity, requestId, config);
-      const tenant = this.#context(identity.tenant);
+      const tenant = this.#checkIdentity(identity, requestId, config);
       if (this.#lifecycle(tenant).state() !== "active")
         return { response: null, error: "invalid_grant", description: "tenant offboarded" };
       const target = findTarget(tenant.egressPolicy(), request.resource, request.audience);
@@ -222,8 +221,7 @@ export class TenantServer extends DurableObject<Env> {
     let config: Config | null = null;
     try {
       config = loadConfig(this.env);
-      this.#checkIdentity(identity, requestId, config);
-      const tenant = this.#context(identity.tenant);
+      const tenant = this.#checkIdentity(identity, requestId, config);
       this.#lifecycle(tenant).assertActive();
       await this.#ensureRegistered(identity.tenant);
       return await handler(tenant, config);
@@ -240,7 +238,7 @@ export class TenantServer extends DurableObject<Env> {
    * Defence in depth: the edge chose this object by `idFromName(identity.tenant)`, so a mismatch means a routing
    * bug or a forged call. The object also remembers the first tenant it served and refuses any other.
    */
-  #checkIdentity(identity: Identity, requestId: string, config: Config): void {
+  #checkIdentity(identity: Identity, requestId: string, config: Config): TenantContext {
     const valid =
       typeof identity?.subject === "string" &&
       SUBJECT_PATTERN.test(identity.subject) &&
@@ -249,10 +247,11 @@ export class TenantServer extends DurableObject<Env> {
       log("warn", { event: "tenant.mismatch", requestId, outcome: "rejected" });
       throw new KbError("ERR_TENANT_MISMATCH", "Forbidden");
     }
-    this.#context(identity.tenant, requestId);
+    const context = this.#context(identity.tenant, requestId);
     if ((identity.expiresAt + config.clockToleranceS) * 1000 <= Date.now()) {
       throw new KbError("ERR_TOKEN_EXPIRED", "token expired");
     }
+    return context;
   }
 
   /** This object's tenant context, after checking that `tenant` is this object's tenant. */

@@ -1,4 +1,4 @@
-import { isKbError } from "../../errors";
+import { toKbError } from "../../errors";
 import { log } from "../../log";
 import type { RequestScope } from "../request-scope";
 import { TOOL_SCOPES } from "../tool-scopes";
@@ -24,13 +24,12 @@ export function toolRunner(scope: RequestScope) {
     try {
       const result = await fn();
       return { content: [{ type: "text", text: JSON.stringify(result) }], structuredContent: result };
-    } catch (error) {
-      if (isKbError(error) && (error.status < 500 || error.code.startsWith("ERR_EGRESS_"))) {
-        return errorResult(error.code, error.message);
-      }
+    } catch (thrown) {
+      // Errors may come from another object over RPC (a run, the registry): kbErrorOf restores their code.
+      const error = toKbError(thrown);
+      if (error.status < 500 || error.code.startsWith("ERR_EGRESS_")) return errorResult(error.code, error.message);
       // Server-side failures keep their stable code (e.g. ERR_DECRYPT) but never their message.
-      const code = isKbError(error) ? error.code : "ERR_INTERNAL";
-      const status = isKbError(error) ? error.status : 500;
+      const { code, status } = error;
       log("error", {
         event: "tool.error",
         requestId: scope.requestId,
