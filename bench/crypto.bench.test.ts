@@ -280,30 +280,29 @@ describe("crypto benchmark", () => {
       const shred = lifecycle.offboard("bench-operator", MasterKeys.fromEnv(env).epochs());
       const offboardMs = now() - t;
       const parts = { kbMs: 0, blobsMs: 0 };
-      const blobCalls: { ms: number; r2Objects: number; documents: number }[] = [];
+      const blobCalls: { ms: number; r2Objects: number }[] = [];
       const kbPurge = context.kb.purgeBatch.bind(context.kb);
-      context.kb.purgeBatch = async (limit: number) => {
+      context.kb.purgeBatch = async (limit, inTransaction) => {
         const s = now();
         try {
-          return await kbPurge(limit);
+          return await kbPurge(limit, inTransaction);
         } finally {
           parts.kbMs += now() - s;
         }
       };
-      const blobsPurge = context.blobs.purgeBatch.bind(context.blobs);
-      context.blobs.purgeBatch = async () => {
+      const blobsDelete = context.blobs.deleteObjects.bind(context.blobs);
+      context.blobs.deleteObjects = async (keys) => {
         const s = now();
-        const got = await blobsPurge();
+        await blobsDelete(keys);
         const ms = now() - s;
         parts.blobsMs += ms;
-        blobCalls.push({ ms, ...got });
-        return got;
+        blobCalls.push({ ms, r2Objects: keys.length });
       };
       const steps: number[] = [];
       t = now();
       for (let done = false; !done; ) {
         const s = now();
-        done = await lifecycle.purgeStep();
+        done = (await lifecycle.purgeStep()) === "idle";
         steps.push(now() - s);
         if (steps.length > 1000) throw new Error("purge did not finish in 1000 steps");
       }

@@ -31,7 +31,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
 
   app.get("/admin/tenants/:tenant", async (c) => {
     await authenticateAdmin(c);
-    return json(c, await tenantServer(c).adminStatus(tenantParam(c)));
+    return json(c, await (await knownTenantServer(c)).adminStatus(tenantParam(c)));
   });
 
   app.post("/admin/tenants/:tenant/offboard", async (c) => {
@@ -41,7 +41,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     if (body?.confirm !== tenant) {
       throw new KbError("ERR_BAD_REQUEST", 'confirm by sending {"confirm": "<tenant>"}');
     }
-    const receipt = await tenantServer(c).adminOffboard(tenant, admin.subject);
+    const receipt = await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject);
     log("warn", { event: "admin.offboard", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { receipt }, 202);
   });
@@ -49,7 +49,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
   app.post("/admin/tenants/:tenant/rotate", async (c) => {
     const admin = await authenticateAdmin(c);
     const tenant = tenantParam(c);
-    const rotation = await tenantServer(c).adminRotate(tenant);
+    const rotation = await (await knownTenantServer(c)).adminRotate(tenant);
     log("info", { event: "admin.rotate", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { rotation }, 202);
   });
@@ -58,7 +58,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const admin = await authenticateAdmin(c);
     const tenant = tenantParam(c);
     const body = await c.req.json().catch(() => null);
-    const egress = await tenantServer(c).adminSetEgress(tenant, body);
+    const egress = await (await knownTenantServer(c)).adminSetEgress(tenant, body);
     log("info", { event: "admin.egress", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { egress });
   });
@@ -97,8 +97,14 @@ function tenantParam(c: Context<AppEnv>): string {
   return tenant;
 }
 
-function tenantServer(c: Context<AppEnv>) {
-  return c.env.TENANT_SERVER.get(c.env.TENANT_SERVER.idFromName(tenantParam(c)));
+/**
+ * The tenant object of a tenant the registry knows, else 404 without reaching (and so creating) any tenant object.
+ * Tenants register on their first served request; the object re-checks that it is bound to this tenant.
+ */
+async function knownTenantServer(c: Context<AppEnv>) {
+  const tenant = tenantParam(c);
+  if ((await registry(c).known(tenant)) === null) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
+  return c.env.TENANT_SERVER.get(c.env.TENANT_SERVER.idFromName(tenant));
 }
 
 function registry(c: Context<AppEnv>) {

@@ -64,11 +64,20 @@ export class EncryptedBlobs {
   /** Key versions held by uploads still streaming in: a rotation must not retire them before their rows land. */
   readonly #inFlight = new Map<number, number>();
 
-  constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage) {
+  readonly #transaction: <T>(fn: () => T) => T;
+
+  constructor(
+    bucket: R2Bucket,
+    tenant: string,
+    keyring: TenantKeyring,
+    sql: SqlStorage,
+    transaction: <T>(fn: () => T) => T = (fn) => fn(),
+  ) {
     this.#bucket = bucket;
     this.#tenant = tenant;
     this.#keyring = keyring;
     this.#sql = sql;
+    this.#transaction = transaction;
   }
 
   objectKey(id: string): string {
@@ -207,7 +216,11 @@ export class EncryptedBlobs {
    * Rotation: re-encrypts up to `limit` documents still under a version older than `target` (stream in, stream
    * out; R2 replaces the object atomically). Idempotent and resumable. Returns how many it re-encrypted.
    */
-  async reencryptBatch(target: number, limit: number): Promise<number> {
+  async reencryptBatch(
+    target: number,
+    limit: number,
+    inTransaction: (reencrypted: number) => void = () => {},
+  ): Promise<number> {
     const rows = this.#sql
       .exec<DocumentRow>(
         `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
@@ -241,14 +254,20 @@ export class EncryptedBlobs {
         const oldKey = await this.#keyring.key(current.key_version);
         const plaintext = decryptingReadable(object.body, oldKey, this.context(key, current.key_version));
         await this.#write(key, plaintext, current.size, newKey, target, current.content_type);
-        this.#sql.exec(
-          `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ?`,
-          target,
-          this.#tenant,
-          current.id,
-          current.key_version,
-        );
-        done++;
+        this.#transaction(() => {
+          // RETURNING counts rows (rowsWritten would also count index rows).
+          const updated = this.#sql
+            .exec(
+              `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ? RETURNING 1`,
+              target,
+              this.#tenant,
+              current.id,
+              current.key_version,
+            )
+            .toArray().length;
+          inTransaction(updated);
+          done += updated;
+        });
       });
     }
     return done;
@@ -263,19 +282,16 @@ export class EncryptedBlobs {
     return [...new Set([...stored, ...this.#inFlight.keys()])];
   }
 
-  /**
-   * Offboarding: deletes up to 1000 of this tenant's R2 objects (everything under its prefix, whether or not a row
-   * names it) and up to 1000 document rows. Works without keys.
-   */
-  async purgeBatch(): Promise<{ r2Objects: number; documents: number }> {
-    const listed = await this.#bucket.list({ prefix: this.prefix, limit: 1000 });
-    const keys = listed.objects.map((object) => object.key);
-    if (keys.length) await this.#bucket.delete(keys);
-    const rows = this.#sql
-      .exec<{ id: string }>(`SELECT id FROM documents WHERE tenant = ? LIMIT 1000`, this.#tenant)
-      .toArray();
-    for (const row of rows) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, row.id);
-    return { r2Objects: keys.length, documents: rows.length };
+  /** Offboarding: up to `limit` keys of this tenant's R2 objects (everything under its prefix). Needs no keys. */
+  async listPrefix(limit: number): Promise<string[]> {
+    const listed = await this.#bucket.list({ prefix: this.prefix, limit });
+    return listed.objects.map((object) => object.key).filter((key) => key.startsWith(this.prefix));
+  }
+
+  /** Offboarding: deletes these objects (idempotent; keys outside this tenant's prefix are refused). */
+  async deleteObjects(keys: readonly string[]): Promise<void> {
+    if (keys.some((key) => !key.startsWith(this.prefix))) throw new KbError("ERR_INTERNAL", "foreign object key");
+    if (keys.length) await this.#bucket.delete([...keys]);
   }
 
   async #write(

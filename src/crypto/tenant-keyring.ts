@@ -40,6 +40,16 @@ export class TenantKeyring {
     return { version, key: await this.key(version) };
   }
 
+  /** Every live version, the current one first (created on first use), then older ones newest first. */
+  async liveVersions(now = Date.now()): Promise<number[]> {
+    const { version } = await this.current(now);
+    const older = this.list()
+      .map((info) => info.version)
+      .filter((v) => v !== version)
+      .reverse();
+    return [version, ...older];
+  }
+
   currentVersion(): number | null {
     return (
       this.#sql

@@ -100,13 +100,28 @@ export class KnowledgeBase {
    * Rotation: re-seals up to `limit` atoms that are under a version older than `target`. Idempotent and
    * resumable: it only ever picks rows still under an old version. Returns how many it re-sealed.
    */
-  resealBatch(target: number, limit: number, now = Date.now()): Promise<number> {
-    return this.#serial(() => this.#resealBatch(target, limit, now));
+  resealBatch(
+    target: number,
+    limit: number,
+    now = Date.now(),
+    inTransaction: (resealed: number) => void = () => {},
+  ): Promise<number> {
+    return this.#serial(() => this.#resealBatch(target, limit, now, inTransaction));
   }
 
-  /** Offboarding: deletes up to `limit` atoms with their vectors and tag tokens, without opening them. */
-  purgeBatch(limit: number): Promise<number> {
-    return this.#serial(() => this.#purgeBatch(limit));
+  /**
+   * Offboarding: deletes up to `limit` atoms with their vectors and tag tokens, without opening them.
+   * `inTransaction(ids)` runs inside the deleting transaction, before the rows go (the receipt counts them there).
+   */
+  purgeBatch(limit: number, inTransaction: (ids: readonly string[]) => void = () => {}): Promise<number> {
+    return this.#serial(async () => {
+      const ids = this.#d.sql
+        .exec<{ id: string }>(`SELECT id FROM atoms WHERE tenant = ? ORDER BY seq LIMIT ?`, this.#d.tenant, limit)
+        .toArray()
+        .map((row) => row.id);
+      await this.#remove(ids, inTransaction);
+      return ids.length;
+    });
   }
 
   #serial<T>(write: () => Promise<T>): Promise<T> {
@@ -234,10 +249,12 @@ export class KnowledgeBase {
     return { deleted: found, notFound: unique.filter((id) => !foundSet.has(id)) };
   }
 
-  async #remove(found: readonly string[]): Promise<void> {
+  /** The one delete path (delete_atoms, purge_source, offboarding): atoms, tag tokens and vectors together. */
+  async #remove(found: readonly string[], inTransaction: (ids: readonly string[]) => void = () => {}): Promise<void> {
     if (found.length) {
       await this.#d.store.beforeCommitDelete(found);
       this.#d.transaction(() => {
+        inTransaction(found);
         for (const id of found) {
           this.#d.sql.exec(`DELETE FROM atoms WHERE tenant = ? AND id = ?`, this.#d.tenant, id);
           this.#d.sql.exec(`DELETE FROM atom_tags WHERE tenant = ? AND atom_id = ?`, this.#d.tenant, id);
@@ -366,7 +383,12 @@ export class KnowledgeBase {
       .map((row) => row.v);
   }
 
-  async #resealBatch(target: number, limit: number, now: number): Promise<number> {
+  async #resealBatch(
+    target: number,
+    limit: number,
+    now: number,
+    inTransaction: (resealed: number) => void,
+  ): Promise<number> {
     const rows = this.#d.sql
       .exec<AtomRow>(
         `SELECT id, seq, key_version, sealed, created_at, updated_at FROM atoms
@@ -378,13 +400,14 @@ export class KnowledgeBase {
       .toArray();
     const opened = await this.#open(rows);
     const sealed = await Promise.all(opened.map((atom) => this.#seal(atom.id, target, atom)));
-    this.#d.transaction(() => {
+    return this.#d.transaction(() => {
+      let resealed = 0;
       opened.forEach((atom, i) => {
         const row = sealed[i] as SealedAtom;
         // The version check makes a concurrent writer's newer row win: it is already under the target.
-        this.#d.sql.exec(
+        const cursor = this.#d.sql.exec(
           `UPDATE atoms SET key_version = ?, sealed = ?, source_token = ?, content_token = ?, updated_at = ?
-           WHERE tenant = ? AND id = ? AND key_version < ?`,
+           WHERE tenant = ? AND id = ? AND key_version < ? RETURNING 1`,
           target,
           row.sealed,
           row.sourceToken,
@@ -394,28 +417,14 @@ export class KnowledgeBase {
           atom.id,
           target,
         );
+        if (cursor.toArray().length === 0) return;
+        resealed++;
         this.#writeTagTokens(atom.id, row.tagTokens);
       });
+      // Counted in the transaction that re-seals: a crash cannot leave the count behind the data.
+      inTransaction(resealed);
+      return resealed;
     });
-    return rows.length;
-  }
-
-  async #purgeBatch(limit: number): Promise<number> {
-    const ids = this.#d.sql
-      .exec<{ id: string }>(`SELECT id FROM atoms WHERE tenant = ? ORDER BY seq LIMIT ?`, this.#d.tenant, limit)
-      .toArray()
-      .map((row) => row.id);
-    if (!ids.length) return 0;
-    await this.#d.store.beforeCommitDelete(ids);
-    this.#d.transaction(() => {
-      for (const id of ids) {
-        this.#d.sql.exec(`DELETE FROM atoms WHERE tenant = ? AND id = ?`, this.#d.tenant, id);
-        this.#d.sql.exec(`DELETE FROM atom_tags WHERE tenant = ? AND atom_id = ?`, this.#d.tenant, id);
-      }
-      this.#d.store.writeDeleteRows(ids);
-    });
-    this.#d.store.afterCommitDelete(ids);
-    return ids.length;
   }
 
   #writeTagTokens(atomId: string, tokens: readonly string[]): void {

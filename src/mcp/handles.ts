@@ -25,21 +25,30 @@ const DOMAIN = new TextEncoder().encode("tenant-mcp-kb/handle/v1\0");
 const MAX_HANDLE_LENGTH = 4096;
 
 export class HandleCodec {
-  readonly #key: CryptoKey;
+  /** The minting key first, then the other keys a handle may have been minted under (older live key versions). */
+  readonly #keys: readonly CryptoKey[];
   readonly #identity: Identity;
 
-  private constructor(key: CryptoKey, identity: Identity) {
-    this.#key = key;
+  private constructor(keys: readonly CryptoKey[], identity: Identity) {
+    this.#keys = keys;
     this.#identity = identity;
   }
 
-  static async create(rawKey: Uint8Array, identity: Identity): Promise<HandleCodec> {
-    if (rawKey.byteLength < 32) throw new RangeError("handle key must be at least 256 bits");
-    const key = await crypto.subtle.importKey("raw", rawKey, { name: "HMAC", hash: "SHA-256" }, false, [
-      "sign",
-      "verify",
-    ]);
-    return new HandleCodec(key, identity);
+  /**
+   * `rawKeys`: the handle key of the current data key version first, then those of the other live versions. A
+   * handle minted under any of them opens (a key rotation does not break outstanding handles); once a version is
+   * destroyed its key is no longer passed, and its handles are refused like garbage.
+   */
+  static async create(rawKeys: Uint8Array | readonly Uint8Array[], identity: Identity): Promise<HandleCodec> {
+    const list = rawKeys instanceof Uint8Array ? [rawKeys] : rawKeys;
+    if (list.length === 0) throw new RangeError("at least one handle key is needed");
+    const keys = await Promise.all(
+      list.map((rawKey) => {
+        if (rawKey.byteLength < 32) throw new RangeError("handle key must be at least 256 bits");
+        return crypto.subtle.importKey("raw", rawKey, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+      }),
+    );
+    return new HandleCodec(keys, identity);
   }
 
   async mint<T>(kind: string, data: T, ttlSeconds: number, now = Date.now()): Promise<string> {
@@ -51,7 +60,7 @@ export class HandleCodec {
       d: data,
     };
     const body = base64url(new TextEncoder().encode(JSON.stringify(payload)));
-    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", this.#key, macInput(body)));
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", this.#keys[0] as CryptoKey, macInput(body)));
     const handle = `${PREFIX}.${body}.${base64url(mac)}`;
     if (handle.length > MAX_HANDLE_LENGTH) throw new RangeError("handle data too large");
     return handle;
@@ -64,7 +73,14 @@ export class HandleCodec {
     const mac = fromBase64url(macText);
     if (!mac) return null;
     // crypto.subtle.verify compares in constant time.
-    if (!(await crypto.subtle.verify("HMAC", this.#key, mac, macInput(body)))) return null;
+    let verified = false;
+    for (const key of this.#keys) {
+      if (await crypto.subtle.verify("HMAC", key, mac, macInput(body))) {
+        verified = true;
+        break;
+      }
+    }
+    if (!verified) return null;
     const bytes = fromBase64url(body);
     if (!bytes) return null;
     let payload: Payload;

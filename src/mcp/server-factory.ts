@@ -19,18 +19,34 @@ const PRIVATE = { ttlMs: 0, cacheScope: "private" } as const;
  */
 export function createTenantMcpServer(
   scope: RequestScope,
-  requestStateKey: Uint8Array,
+  requestStateKeys: readonly Uint8Array[],
   tenant: TenantContext,
   config: Config,
   schedule: () => Promise<void>,
 ): McpServer {
   // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
-  // and method, so state minted for one caller is refused for any other.
-  const requestState = createRequestStateCodec({
-    key: requestStateKey,
-    ttlSeconds: 600,
-    bind: (ctx: ServerContext) => `${scope.identity.tenant}\0${scope.identity.subject}\0${ctx.mcpReq.method}`,
-  });
+  // and method, so state minted for one caller is refused for any other. One codec per live key version (current
+  // first): state minted before a key rotation still verifies until its version is destroyed.
+  const codecs = requestStateKeys.map((key) =>
+    createRequestStateCodec({
+      key,
+      ttlSeconds: 600,
+      bind: (ctx: ServerContext) => `${scope.identity.tenant}\0${scope.identity.subject}\0${ctx.mcpReq.method}`,
+    }),
+  );
+  const requestState = {
+    verify: async (state: string, ctx: ServerContext): Promise<unknown> => {
+      let failure: unknown = new Error("mac");
+      for (const codec of codecs) {
+        try {
+          return await codec.verify(state, ctx);
+        } catch (error) {
+          failure = error;
+        }
+      }
+      throw failure;
+    },
+  };
   const server = new McpServer(SERVER_INFO, {
     capabilities: { tools: {}, resources: {} },
     instructions: "Tenant-scoped knowledge server. Every call is confined to the tenant named in your access token.",

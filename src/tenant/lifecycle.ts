@@ -1,4 +1,6 @@
 import { KbError } from "../errors";
+import { SQL_IDS_PER_STATEMENT } from "../kb/limits";
+import type { StepResult } from "./jobs";
 import type { TenantContext } from "./tenant-context";
 
 /**
@@ -45,6 +47,10 @@ export class TenantLifecycle {
   constructor(sql: SqlStorage, ctx: TenantContext) {
     this.#sql = sql;
     this.#ctx = ctx;
+  }
+
+  #transaction<T>(fn: () => T): T {
+    return this.#ctx.transaction(fn);
   }
 
   state(): TenantState {
@@ -95,35 +101,58 @@ export class TenantLifecycle {
     return { ...receipt, sessionsEnded };
   }
 
-  /** One purge batch of each kind. Returns true when everything is gone (receipt completed). */
-  async purgeStep(now = Date.now()): Promise<boolean> {
+  /**
+   * One purge batch of each kind. Every count in the receipt is written in the same SQLite transaction as the
+   * deletions it counts, so a crash at any point leaves the receipt exact. R2 deletions cannot join a SQLite
+   * transaction: the keys of a batch are recorded first (`purge_r2_pending`), deleted (idempotent), and counted in
+   * the transaction that clears the record, so a batch interrupted after its delete is counted exactly once.
+   */
+  async purgeStep(now = Date.now()): Promise<StepResult> {
     const receipt = this.receipt();
-    if (!receipt || receipt.completedAt) return true;
-    const vectorsBefore = this.#count("local_vectors") + this.#count("vectorize_ids");
-    const atoms = await this.#ctx.kb.purgeBatch(BATCH);
-    const vectorsAfterAtoms = this.#count("local_vectors") + this.#count("vectorize_ids");
-    const { r2Objects, documents } = await this.#ctx.blobs.purgeBatch();
-    const cacheRows = this.#deleteSome("embedding_cache");
-    // Rows whose atom is already gone (none are expected; a failed write could leave one).
-    const strayVectors = this.#deleteSome("local_vectors");
-    receipt.purged.atoms += atoms;
-    receipt.purged.vectors += vectorsBefore - vectorsAfterAtoms + strayVectors;
-    receipt.purged.documents += documents;
-    receipt.purged.r2Objects += r2Objects;
-    receipt.purged.cacheRows += cacheRows;
-    receipt.purgeBatches += 1;
-    const done =
-      atoms + r2Objects + documents + cacheRows + strayVectors === 0 &&
-      this.#count("atoms") + this.#count("documents") + this.#count("embedding_cache") === 0;
-    if (done) {
-      this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, this.#ctx.tenant);
-      this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, this.#ctx.tenant);
-      this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ?`, this.#ctx.tenant);
-      receipt.completedAt = new Date(now).toISOString();
+    if (!receipt || receipt.completedAt) return "idle";
+    const tenant = this.#ctx.tenant;
+    await this.#ctx.kb.purgeBatch(BATCH, (ids) =>
+      this.#bumpPurged({ atoms: ids.length, vectors: this.#vectorsOf(ids) }),
+    );
+    const r2Objects = await this.#purgeR2Batch();
+    this.#transaction(() => {
+      const documents = this.#deleted(
+        `DELETE FROM documents WHERE rowid IN (SELECT rowid FROM documents WHERE tenant = ? LIMIT ?) RETURNING 1`,
+        tenant,
+        BATCH * 5,
+      );
+      const cacheRows = this.#deleted(
+        `DELETE FROM embedding_cache WHERE rowid IN (SELECT rowid FROM embedding_cache WHERE tenant = ? LIMIT ?) RETURNING 1`,
+        tenant,
+        BATCH * 5,
+      );
+      // Vector rows whose atom is gone (none are expected; an interrupted write of an older version could leave one).
+      const strays = this.#deleted(
+        `DELETE FROM local_vectors WHERE rowid IN (SELECT rowid FROM local_vectors AS v WHERE v.tenant = ?
+           AND NOT EXISTS (SELECT 1 FROM atoms AS a WHERE a.tenant = v.tenant AND a.id = v.atom_id) LIMIT ?)
+         RETURNING 1`,
+        tenant,
+        BATCH * 5,
+      );
+      this.#bumpPurged({ documents, cacheRows, vectors: strays, batches: 1 });
+    });
+    const left =
+      r2Objects +
+      this.#count("atoms") +
+      this.#count("documents") +
+      this.#count("embedding_cache") +
+      this.#count("local_vectors");
+    if (left > 0) return "more";
+    this.#transaction(() => {
+      this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
+      this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
+      this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ?`, tenant);
+      const done = this.receipt() as ShredReceipt;
+      done.completedAt = new Date(now).toISOString();
+      this.#setJson("shred_receipt", done);
       this.#setMeta("state", "offboarded");
-    }
-    this.#setJson("shred_receipt", receipt);
-    return done;
+    });
+    return "idle";
   }
 
   /** Starts a data key rotation: a new version for new writes; older data is re-encrypted by rotationStep. */
@@ -147,42 +176,91 @@ export class TenantLifecycle {
   }
 
   /**
-   * One batch of re-encryption towards the rotation target. When no atom or document is left under an older
-   * version, the older versions are destroyed. Returns true when the rotation is complete.
+   * One batch of re-encryption towards the rotation target; counts are written in the transactions that re-seal.
+   * When no atom or document is left under an older version, the older versions are destroyed in the same
+   * transaction that completes the job. Returns "more" until the rotation is complete.
    */
-  async rotationStep(now = Date.now()): Promise<boolean> {
+  async rotationStep(now = Date.now()): Promise<StepResult> {
     const state = this.rotation();
-    if (!state || state.completedAt || this.state() !== "active") return true;
-    state.resealedAtoms += await this.#ctx.kb.resealBatch(state.to, BATCH, now);
-    state.reencryptedDocuments += await this.#ctx.blobs.reencryptBatch(state.to, DOC_BATCH);
+    if (!state || state.completedAt || this.state() !== "active") return "idle";
+    await this.#ctx.kb.resealBatch(state.to, BATCH, now, (n) => this.#bumpRotation({ resealedAtoms: n }));
+    await this.#ctx.blobs.reencryptBatch(state.to, DOC_BATCH, (n) => this.#bumpRotation({ reencryptedDocuments: n }));
     const inUse = new Set([...this.#ctx.kb.keyVersionsInUse(), ...this.#ctx.blobs.keyVersionsInUse()]);
-    const pending = [...inUse].some((version) => version < state.to);
-    if (!pending) {
+    if ([...inUse].some((version) => version < state.to)) return "more";
+    this.#transaction(() => {
+      const done = this.rotation() as RotationState;
       for (const info of this.#ctx.keyring.list()) {
-        if (info.version < state.to && !inUse.has(info.version)) {
+        if (info.version < done.to && !inUse.has(info.version)) {
           this.#ctx.keyring.destroy(info.version);
-          state.destroyedVersions.push(info.version);
+          done.destroyedVersions.push(info.version);
         }
       }
-      state.completedAt = new Date(now).toISOString();
-    }
-    this.#setJson("rotation", state);
-    return !pending;
+      done.completedAt = new Date(now).toISOString();
+      this.#setJson("rotation", done);
+    });
+    return "idle";
   }
 
-  #count(table: "atoms" | "documents" | "embedding_cache" | "local_vectors" | "vectorize_ids"): number {
+  /** Deletes one batch of the tenant's R2 objects (everything under its prefix, named by a row or not). */
+  async #purgeR2Batch(): Promise<number> {
+    const recorded = this.#json<string[]>("purge_r2_pending");
+    const keys = recorded ?? (await this.#ctx.blobs.listPrefix(1000));
+    if (keys.length === 0) return 0;
+    if (!recorded) this.#setJson("purge_r2_pending", keys);
+    await this.#ctx.blobs.deleteObjects(keys);
+    this.#transaction(() => {
+      this.#bumpPurged({ r2Objects: keys.length });
+      this.#sql.exec(`DELETE FROM tenant_meta WHERE key = 'purge_r2_pending'`);
+    });
+    return keys.length;
+  }
+
+  /** Vector rows (local or Vectorize id map) of these atoms; called inside the deleting transaction. */
+  #vectorsOf(ids: readonly string[]): number {
+    let n = 0;
+    for (let i = 0; i < ids.length; i += SQL_IDS_PER_STATEMENT) {
+      const chunk = ids.slice(i, i + SQL_IDS_PER_STATEMENT);
+      const list = chunk.map(() => "?").join(",");
+      for (const table of ["local_vectors", "vectorize_ids"] as const) {
+        n += this.#sql
+          .exec<{ n: number }>(
+            `SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ? AND atom_id IN (${list})`,
+            this.#ctx.tenant,
+            ...chunk,
+          )
+          .one().n;
+      }
+    }
+    return n;
+  }
+
+  /** Adds to the receipt's counts; synchronous, so it joins the caller's transaction. */
+  #bumpPurged(add: Partial<ShredReceipt["purged"]> & { batches?: number }): void {
+    const receipt = this.receipt();
+    if (!receipt) return;
+    for (const [field, n] of Object.entries(add) as [keyof ShredReceipt["purged"] | "batches", number][]) {
+      if (field === "batches") receipt.purgeBatches += n;
+      else receipt.purged[field] += n;
+    }
+    this.#setJson("shred_receipt", receipt);
+  }
+
+  #bumpRotation(add: { resealedAtoms?: number; reencryptedDocuments?: number }): void {
+    const state = this.rotation();
+    if (!state) return;
+    state.resealedAtoms += add.resealedAtoms ?? 0;
+    state.reencryptedDocuments += add.reencryptedDocuments ?? 0;
+    this.#setJson("rotation", state);
+  }
+
+  /** Rows a `DELETE … RETURNING 1` removed (`rowsWritten` also counts index rows, so it is not a row count). */
+  #deleted(statement: string, ...bindings: SqlStorageValue[]): number {
+    return this.#sql.exec(statement, ...bindings).toArray().length;
+  }
+
+  #count(table: "atoms" | "documents" | "embedding_cache" | "local_vectors"): number {
     return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ?`, this.#ctx.tenant).one()
       .n;
-  }
-
-  #deleteSome(table: "embedding_cache" | "local_vectors"): number {
-    const before = this.#count(table);
-    this.#sql.exec(
-      `DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE tenant = ? LIMIT ?)`,
-      this.#ctx.tenant,
-      BATCH * 5,
-    );
-    return before - this.#count(table);
   }
 
   #meta(key: string): string | null {

@@ -63,6 +63,14 @@ export class TenantRegistry extends DurableObject<Env> {
     );
   }
 
+  /** The tenant's lifecycle state, or null for a name no tenant object ever registered. Read-only. */
+  async known(tenant: string): Promise<string | null> {
+    return (
+      this.ctx.storage.sql.exec<{ state: string }>(`SELECT state FROM tenants WHERE tenant = ?`, tenant).toArray()[0]
+        ?.state ?? null
+    );
+  }
+
   async setState(tenant: string, state: string): Promise<void> {
     this.ctx.storage.sql.exec(
       `INSERT INTO tenants (tenant, state, first_seen, updated_at) VALUES (?, ?, ?, ?)

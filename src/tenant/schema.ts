@@ -95,6 +95,16 @@ export const SCHEMA = [
      updated_at  INTEGER NOT NULL,
      PRIMARY KEY (tenant, run_id)
    )`,
+  // Background jobs of the tenant object that failed (src/tenant/jobs.ts): retried with backoff, shown in status.
+  `CREATE TABLE IF NOT EXISTS job_state (
+     tenant         TEXT NOT NULL,
+     job            TEXT NOT NULL,
+     failures       INTEGER NOT NULL,
+     last_code      TEXT NOT NULL,
+     last_failed_at INTEGER NOT NULL,
+     next_at        INTEGER NOT NULL,
+     PRIMARY KEY (tenant, job)
+   )`,
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,
      model        TEXT NOT NULL,

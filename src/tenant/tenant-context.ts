@@ -26,6 +26,8 @@ export class TenantContext {
   readonly keyring: TenantKeyring;
   readonly kb: KnowledgeBase;
   readonly blobs: EncryptedBlobs;
+  /** Runs `fn` as one SQLite transaction of this object's storage. */
+  readonly transaction: <T>(fn: () => T) => T;
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
   readonly activeRuns = new Set<string>();
   readonly #sql: SqlStorage;
@@ -37,6 +39,7 @@ export class TenantContext {
     const sql = state.storage.sql;
     this.tenant = tenant;
     this.#sql = sql;
+    this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
     const placement = placementFor(env, tenant);
@@ -46,7 +49,7 @@ export class TenantContext {
         : new VectorizeVectorStore(sql, tenant, placement.vectorize, embedder.dimensions);
     this.kb = new KnowledgeBase({
       sql,
-      transaction: (fn) => state.storage.transactionSync(fn),
+      transaction: this.transaction,
       tenant,
       store,
       embedder,
@@ -54,7 +57,7 @@ export class TenantContext {
       cipher: new AtomCipher(this.keyring, tenant),
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
-    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql);
+    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, this.transaction);
   }
 
   /** The tenant's egress policy (allowed origins, downstream resources), set by the platform admin. */

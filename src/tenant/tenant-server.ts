@@ -12,6 +12,7 @@ import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer } from "../mcp/server-factory";
+import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { migrate } from "./schema";
 import { TenantContext } from "./tenant-context";
@@ -38,6 +39,8 @@ export interface TenantStatus {
   readonly rotation: RotationState | null;
   readonly egress: EgressPolicy;
   readonly receipt: ShredReceipt | null;
+  /** Background job steps that failed and are being retried (empty when every job is healthy). */
+  readonly jobFailures: JobFailure[];
 }
 
 /**
@@ -63,12 +66,15 @@ export class TenantServer extends DurableObject<Env> {
         config,
         sessions: tenant.sessions(config),
         serverFor: async (era, protocolVersion) => {
-          const version = (await tenant.keyring.current()).version;
-          const handles = await HandleCodec.create(await tenant.keyring.subkey(version, "handles"), identity);
-          const requestStateKey = await tenant.keyring.subkey(version, "request-state");
+          // Handles and requestState are minted under the current key version and accepted under every live one,
+          // so a rotation does not break what clients hold; once a version is destroyed, its handles fail cleanly.
+          const versions = await tenant.keyring.liveVersions();
+          const subkeys = (purpose: "handles" | "request-state") =>
+            Promise.all(versions.map((version) => tenant.keyring.subkey(version, purpose)));
+          const handles = await HandleCodec.create(await subkeys("handles"), identity);
           return createTenantMcpServer(
             { identity, era, protocolVersion, requestId, handles },
-            requestStateKey,
+            await subkeys("request-state"),
             tenant,
             config,
             () => this.ctx.storage.setAlarm(Date.now()),
@@ -143,7 +149,7 @@ export class TenantServer extends DurableObject<Env> {
   // ---- platform admin (called by the admin API after verifying an admin token) ----
 
   async adminStatus(tenant: string): Promise<TenantStatus> {
-    const ctx = this.#context(tenant);
+    const ctx = this.#knownContext(tenant);
     const lifecycle = this.#lifecycle(ctx);
     const active = lifecycle.state() === "active";
     return {
@@ -155,13 +161,13 @@ export class TenantServer extends DurableObject<Env> {
       rotation: lifecycle.rotation(),
       egress: ctx.egressPolicy(),
       receipt: lifecycle.receipt(),
+      jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
     };
   }
 
   /** Crypto-shred: keys and sessions are destroyed before this returns; the purge continues in the alarm. */
   async adminOffboard(tenant: string, requestedBy: string): Promise<ShredReceipt> {
-    this.#assertKnown();
-    const ctx = this.#context(tenant);
+    const ctx = this.#knownContext(tenant);
     const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
     log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
     await this.#registry().setState(tenant, "offboarding");
@@ -170,7 +176,7 @@ export class TenantServer extends DurableObject<Env> {
   }
 
   async adminSetEgress(tenant: string, policy: unknown): Promise<EgressPolicy> {
-    const ctx = this.#context(tenant);
+    const ctx = this.#knownContext(tenant);
     this.#lifecycle(ctx).assertActive();
     const parsed = parseEgressPolicy(policy);
     ctx.setEgressPolicy(parsed);
@@ -178,39 +184,55 @@ export class TenantServer extends DurableObject<Env> {
   }
 
   async adminRotate(tenant: string): Promise<RotationState> {
-    this.#assertKnown();
+    const ctx = this.#knownContext(tenant);
     await this.#ensureRegistered(tenant);
-    const state = await this.#lifecycle(this.#context(tenant)).startRotation();
+    const state = await this.#lifecycle(ctx).startRotation();
     await this.ctx.storage.setAlarm(Date.now());
     return state;
   }
 
   /** Master epoch rotation, per tenant: rewrap every data key under the current epoch (data untouched). */
   async rewrapKeys(tenant: string): Promise<number> {
-    const ctx = this.#context(tenant);
+    const ctx = this.#knownContext(tenant);
     if (this.#lifecycle(ctx).state() !== "active") return 0;
     return ctx.keyring.rewrapAll();
   }
 
-  /** Runs one step of the pending job (purge after offboarding, or re-encryption after a key rotation). */
+  /**
+   * Runs one step of every background job (src/tenant/jobs.ts): re-encryption after a key rotation, queued or
+   * interrupted extraction runs, the purge after offboarding. Each job is isolated: one that fails is retried with
+   * backoff and never stops the others.
+   */
   override async alarm(): Promise<void> {
     const tenant = this.#boundTenant();
     if (!tenant) return;
     const context = this.#context(tenant);
     const lifecycle = this.#lifecycle(context);
-    let done = lifecycle.state() === "active" ? await lifecycle.rotationStep() : await lifecycle.purgeStep();
+    const jobs: Job[] = [];
     if (lifecycle.state() === "active") {
-      // One queued (or interrupted) extraction run per alarm; each attempt in a fresh run object.
-      const [next, ...more] = context.runs().pending();
-      if (next) await context.runs().run(next);
-      done &&= more.length === 0;
+      jobs.push({ name: "rotation", step: () => lifecycle.rotationStep() });
+      const runs = context.runs();
+      for (const runId of runs.pending()) {
+        // Each queued (or interrupted) run is its own job, driven in a fresh run object per attempt.
+        jobs.push({ name: `run:${runId}`, step: async () => (await runs.run(runId), "idle") });
+      }
+    } else {
+      jobs.push({ name: "purge", step: () => lifecycle.purgeStep() });
+      jobs.push({
+        name: "registry-state",
+        step: async () => {
+          if (lifecycle.state() === "offboarded") await this.#registry().setState(tenant, "offboarded");
+          return "idle";
+        },
+      });
     }
-    if (!done) {
-      await this.ctx.storage.setAlarm(Date.now() + 10);
-    } else if (lifecycle.state() === "offboarded") {
-      await this.#registry().setState(tenant, "offboarded");
-      this.#tenant = null;
+    const next = await new JobRunner(this.ctx.storage.sql, tenant).runDue(jobs);
+    if (next !== null) {
+      // A request may have asked for an earlier alarm while this one ran (e.g. a queued ingest): keep the earlier.
+      const requested = await this.ctx.storage.getAlarm();
+      await this.ctx.storage.setAlarm(requested === null ? next : Math.min(requested, next));
     }
+    if (lifecycle.state() === "offboarded") this.#tenant = null;
   }
 
   async #serve(
@@ -286,9 +308,13 @@ export class TenantServer extends DurableObject<Env> {
     return this.#boundTenant() ?? tenant;
   }
 
-  /** Offboarding or rotating a tenant that never existed would only create it (and block its name): refuse. */
-  #assertKnown(): void {
-    if (this.#boundTenant() === null) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
+  /**
+   * The context of a tenant this object already serves, for admin calls: an admin call never binds a tenant (an
+   * admin read or an offboard of a never-seen name would otherwise create it, and burn the name for good).
+   */
+  #knownContext(tenant: string): TenantContext {
+    if (this.#boundTenant() !== tenant) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
+    return this.#context(tenant);
   }
 
   /** Tells the registry about this tenant once (it drives platform-wide jobs such as the master epoch rewrap). */
