@@ -214,7 +214,13 @@ export class TenantServer extends DurableObject<Env> {
       const runs = context.runs();
       for (const runId of runs.pending()) {
         // Each queued (or interrupted) run is its own job, driven in a fresh run object per attempt.
-        jobs.push({ name: `run:${runId}`, step: async () => (await runs.run(runId), "idle") });
+        jobs.push({
+          name: `run:${runId}`,
+          step: async () => {
+            await runs.run(runId);
+            return "idle";
+          },
+        });
       }
     } else {
       jobs.push({ name: "purge", step: () => lifecycle.purgeStep() });
