@@ -36,7 +36,7 @@ describe("kb smoke", () => {
     const bad = await call("search", { query: "fox", filter: { tenant: "other" } });
     expect(bad.result?.isError).toBe(true);
     const list = await call("list_atoms", { limit: 1 });
-    expect(list.result?.structuredContent?.next_cursor).toMatch(/^h1\./);
+    expect(list.result?.structuredContent?.next_cursor).toMatch(/^h2\./);
     const del = await call("delete_atoms", { ids: ["one", "nope"] });
     expect(del.result?.structuredContent).toEqual({ deleted: ["one"], notFound: ["nope"] });
     const stats = await call("kb_stats", {});

@@ -3,9 +3,11 @@ import { base64url, fromBase64url } from "../util/bytes";
 
 /**
  * Server-minted handles (list cursors, run ids, and the like) for stateless 2026-07-28 clients. A handle is
- * `h1.<payload>.<mac>`: the payload names tenant, subject, kind and expiry, and an HMAC-SHA256 under the tenant's
- * own handle key covers it. `open` accepts a handle only for the same tenant, the same subject and the same kind,
- * before its expiry; anything else is indistinguishable from garbage (it returns null, callers answer "unknown").
+ * `h2.<iv ‖ AES-256-GCM ciphertext ‖ tag>` (base64url) under the tenant's handle key: it is opaque (tenant, subject,
+ * kind, expiry and data are encrypted, so a handle reveals nothing) and authenticated. Tenant, subject and kind are
+ * also bound as associated data, so a handle presented by any other caller, or for another kind, does not even
+ * decrypt. `open` accepts a handle only for the same tenant, subject and kind, before its expiry; anything else is
+ * indistinguishable from garbage (it returns null, callers answer "unknown").
  */
 export interface HandleClaims<T> {
   readonly kind: string;
@@ -20,8 +22,10 @@ interface Payload {
   readonly d: unknown;
 }
 
-const PREFIX = "h1";
-const DOMAIN = new TextEncoder().encode("tenant-mcp-kb/handle/v1\0");
+const PREFIX = "h2";
+const DOMAIN = "tenant-mcp-kb/handle/v2";
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
 const MAX_HANDLE_LENGTH = 4096;
 
 export class HandleCodec {
@@ -45,7 +49,7 @@ export class HandleCodec {
     const keys = await Promise.all(
       list.map((rawKey) => {
         if (rawKey.byteLength < 32) throw new RangeError("handle key must be at least 256 bits");
-        return crypto.subtle.importKey("raw", rawKey, { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+        return crypto.subtle.importKey("raw", rawKey.subarray(0, 32), "AES-GCM", false, ["encrypt", "decrypt"]);
       }),
     );
     return new HandleCodec(keys, identity);
@@ -59,33 +63,45 @@ export class HandleCodec {
       e: Math.floor(now / 1000) + ttlSeconds,
       d: data,
     };
-    const body = base64url(new TextEncoder().encode(JSON.stringify(payload)));
-    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", this.#keys[0] as CryptoKey, macInput(body)));
-    const handle = `${PREFIX}.${body}.${base64url(mac)}`;
+    const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+    const sealed = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: this.#aad(kind) },
+        this.#keys[0] as CryptoKey,
+        new TextEncoder().encode(JSON.stringify(payload)),
+      ),
+    );
+    const bytes = new Uint8Array(IV_BYTES + sealed.byteLength);
+    bytes.set(iv);
+    bytes.set(sealed, IV_BYTES);
+    const handle = `${PREFIX}.${base64url(bytes)}`;
     if (handle.length > MAX_HANDLE_LENGTH) throw new RangeError("handle data too large");
     return handle;
   }
 
   async open<T>(kind: string, handle: unknown, now = Date.now()): Promise<T | null> {
     if (typeof handle !== "string" || handle.length > MAX_HANDLE_LENGTH) return null;
-    const [prefix, body, macText, ...rest] = handle.split(".");
-    if (prefix !== PREFIX || !body || !macText || rest.length) return null;
-    const mac = fromBase64url(macText);
-    if (!mac) return null;
-    // crypto.subtle.verify compares in constant time.
-    let verified = false;
+    const [prefix, body, ...rest] = handle.split(".");
+    if (prefix !== PREFIX || !body || rest.length) return null;
+    const bytes = fromBase64url(body);
+    if (!bytes || bytes.byteLength < IV_BYTES + TAG_BYTES) return null;
+    let plaintext: ArrayBuffer | null = null;
     for (const key of this.#keys) {
-      if (await crypto.subtle.verify("HMAC", key, mac, macInput(body))) {
-        verified = true;
+      try {
+        plaintext = await crypto.subtle.decrypt(
+          { name: "AES-GCM", iv: bytes.subarray(0, IV_BYTES), additionalData: this.#aad(kind) },
+          key,
+          bytes.subarray(IV_BYTES),
+        );
         break;
+      } catch {
+        // not this key (or not authentic): try the next live version
       }
     }
-    if (!verified) return null;
-    const bytes = fromBase64url(body);
-    if (!bytes) return null;
+    if (plaintext === null) return null;
     let payload: Payload;
     try {
-      payload = JSON.parse(new TextDecoder().decode(bytes)) as Payload;
+      payload = JSON.parse(new TextDecoder().decode(plaintext)) as Payload;
     } catch {
       return null;
     }
@@ -102,12 +118,8 @@ export class HandleCodec {
     }
     return payload.d as T;
   }
-}
 
-function macInput(body: string): Uint8Array {
-  const text = new TextEncoder().encode(body);
-  const out = new Uint8Array(DOMAIN.length + text.length);
-  out.set(DOMAIN);
-  out.set(text, DOMAIN.length);
-  return out;
+  #aad(kind: string): Uint8Array {
+    return new TextEncoder().encode(`${DOMAIN}\0${this.#identity.tenant}\0${this.#identity.subject}\0${kind}`);
+  }
 }
