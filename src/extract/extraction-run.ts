@@ -50,6 +50,8 @@ const CLEANUP_DELAY_MS = 10 * 60_000;
 export class ExtractionRun extends DurableObject<Env> {
   /** True while this instance is extracting (in memory: an instance that was evicted or aborted forgets it). */
   #executing = false;
+  /** Set by wipe(): an attempt still running must not write its record back. */
+  #wiped = false;
 
   async execute(init: RunInit, channel: RunChannel): Promise<RunResult> {
     if ((await this.ctx.storage.get("run")) || (await this.ctx.storage.get("spent"))) {
@@ -81,15 +83,29 @@ export class ExtractionRun extends DurableObject<Env> {
       throw error;
     } finally {
       this.#executing = false;
-      record.finishedAt = Date.now();
-      await this.ctx.storage.put("run", record);
-      await this.ctx.storage.setAlarm(Date.now() + CLEANUP_DELAY_MS);
+      if (!this.#wiped) {
+        record.finishedAt = Date.now();
+        await this.ctx.storage.put("run", record);
+        await this.ctx.storage.setAlarm(Date.now() + CLEANUP_DELAY_MS);
+      }
     }
   }
 
   /** The run's record (tenant, document, counts), for the tenant's status view and for audits. */
   async record(): Promise<RunRecord | null> {
     return (await this.ctx.storage.get<RunRecord>("run")) ?? null;
+  }
+
+  /**
+   * Crypto-shred of the run's tenant: the run's record goes now (not at the clean-up alarm), leaving the tombstone.
+   * Idempotent. An attempt still executing here is cut off from its tenant already (keys destroyed); it writes its
+   * record no more.
+   */
+  async wipe(): Promise<void> {
+    this.#wiped = true;
+    await this.ctx.storage.deleteAlarm();
+    await this.ctx.storage.deleteAll();
+    await this.ctx.storage.put("spent", true);
   }
 
   /** Clean-up: the run's state goes; a tombstone stays so the object can never serve another ingest. */
@@ -116,6 +132,7 @@ export class ExtractionRun extends DurableObject<Env> {
       record.written += await channel.writeSegments(ready);
       record.segments += batch.length;
       batch = [];
+      if (this.#wiped) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
       await this.ctx.storage.put("run", record);
       await channel.progress(record.segments, bytes);
     };

@@ -22,7 +22,17 @@ export interface ShredReceipt {
   readonly keyVersionsDestroyed: number[];
   readonly masterEpochsAtShred: string[];
   readonly sessionsEnded: number;
-  purged: { atoms: number; vectors: number; documents: number; r2Objects: number; cacheRows: number };
+  purged: {
+    atoms: number;
+    vectors: number;
+    documents: number;
+    r2Objects: number;
+    cacheRows: number;
+    /** ExtractionRun objects wiped (each attempt of each run had its own object). */
+    runObjects: number;
+  };
+  /** When the tenant's configuration (egress policy) and run records were deleted: the end of the purge. */
+  residuePurgedAt: string | null;
   purgeBatches: number;
   completedAt: string | null;
 }
@@ -39,6 +49,7 @@ export interface RotationState {
 
 const BATCH = 200;
 const DOC_BATCH = 10;
+const RUN_BATCH = 25;
 
 export class TenantLifecycle {
   readonly #sql: SqlStorage;
@@ -86,8 +97,9 @@ export class TenantLifecycle {
       keyVersionsDestroyed: versions,
       masterEpochsAtShred: masterEpochs,
       sessionsEnded: 0,
-      purged: { atoms: 0, vectors: 0, documents: 0, r2Objects: 0, cacheRows: 0 },
+      purged: { atoms: 0, vectors: 0, documents: 0, r2Objects: 0, cacheRows: 0, runObjects: 0 },
       purgeBatches: 0,
+      residuePurgedAt: null,
       completedAt: null,
     };
     this.#ctx.keyring.destroyAll();
@@ -143,11 +155,14 @@ export class TenantLifecycle {
       this.#count("embedding_cache") +
       this.#count("local_vectors");
     if (left > 0) return "more";
+    // The run objects keep {tenant, run, document} until their clean-up alarm: wipe them now, a batch per step.
+    if ((await this.#wipeRunObjects()) > 0) return "more";
     this.#transaction(() => {
       this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ?`, tenant);
+      this.#sql.exec(`DELETE FROM tenant_meta WHERE key IN ('egress_policy', 'purge_r2_pending')`);
       const done = this.receipt() as ShredReceipt;
+      done.residuePurgedAt = new Date(now).toISOString();
       done.completedAt = new Date(now).toISOString();
       this.#setJson("shred_receipt", done);
       this.#setMeta("state", "offboarded");
@@ -199,6 +214,35 @@ export class TenantLifecycle {
       this.#setJson("rotation", done);
     });
     return "idle";
+  }
+
+  /**
+   * Wipes the ExtractionRun objects of up to RUN_BATCH runs (every attempt's object; idempotent), then deletes
+   * those run rows and counts the objects in one transaction. Returns how many runs it handled.
+   */
+  async #wipeRunObjects(): Promise<number> {
+    const rows = this.#sql
+      .exec<{ run_id: string; object_ids: string }>(
+        `SELECT run_id, object_ids FROM extraction_runs WHERE tenant = ? LIMIT ?`,
+        this.#ctx.tenant,
+        RUN_BATCH,
+      )
+      .toArray();
+    let objects = 0;
+    for (const row of rows) {
+      const ids = JSON.parse(row.object_ids) as string[];
+      await Promise.all(ids.map((id) => this.#ctx.runObject(id).wipe()));
+      objects += ids.length;
+    }
+    if (rows.length) {
+      this.#transaction(() => {
+        for (const row of rows) {
+          this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ? AND run_id = ?`, this.#ctx.tenant, row.run_id);
+        }
+        this.#bumpPurged({ runObjects: objects });
+      });
+    }
+    return rows.length;
   }
 
   /** Deletes one batch of the tenant's R2 objects (everything under its prefix, named by a row or not). */

@@ -84,6 +84,11 @@ export class TenantContext {
     return this.#tokens;
   }
 
+  /** The ExtractionRun object of one attempt (ids come from this tenant's own extraction_runs rows). */
+  runObject(objectId: string) {
+    return this.#env.EXTRACTION_RUN.get(this.#env.EXTRACTION_RUN.idFromString(objectId));
+  }
+
   runs(): RunManager {
     return new RunManager(this.#sql, this.#env, this);
   }

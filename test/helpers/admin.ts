@@ -99,7 +99,15 @@ export interface ReceiptOut {
   readonly keyVersionsDestroyed: number[];
   readonly masterEpochsAtShred: string[];
   readonly sessionsEnded: number;
-  readonly purged: { atoms: number; vectors: number; documents: number; r2Objects: number; cacheRows: number };
+  readonly purged: {
+    atoms: number;
+    vectors: number;
+    documents: number;
+    r2Objects: number;
+    cacheRows: number;
+    runObjects: number;
+  };
+  readonly residuePurgedAt: string | null;
   readonly purgeBatches: number;
   readonly completedAt: string | null;
 }

@@ -8,6 +8,7 @@ import { KbError } from "../../src/errors";
 import { backoffMs, type Job, JobRunner } from "../../src/tenant/jobs";
 import { TenantLifecycle } from "../../src/tenant/lifecycle";
 import { TenantContext } from "../../src/tenant/tenant-context";
+import { runRecord, runRows } from "../extract/helpers";
 import {
   adminCall,
   holdTenantAlarms,
@@ -261,5 +262,43 @@ describe("admin routes never create a tenant", () => {
     const caller = await kbCaller(ghost);
     expect(await caller.ok("whoami", {})).toMatchObject({ tenant: ghost });
     expect((await adminCall("GET", `/admin/tenants/${ghost}`)).status).toBe(200);
+  });
+});
+
+describe("the shred leaves no configuration and no run records behind", () => {
+  it("wipes the tenant's run objects and egress policy, and the receipt says when", async () => {
+    const tenant = uniqueTenant("jobs-residue");
+    const caller = await kbCaller(tenant);
+    await caller.ok("put_document", { id: "notes", text: "# Notes\n\nThe lynx hunts at dusk.\n" });
+    await caller.ok("ingest_document", { document_id: "notes" });
+    const policy = { origins: ["https://docs.example.com"], resources: [] };
+    expect((await adminCall("PUT", `/admin/tenants/${tenant}/egress`, { body: policy })).status).toBe(200);
+    const [run] = await runRows(tenant);
+    const objectIds = run?.objectIds ?? [];
+    expect(objectIds).toHaveLength(1);
+    expect(await runRecord(objectIds[0] as string)).toMatchObject({ tenant, status: "done" });
+
+    await holdTenantAlarms(tenant);
+    expect((await adminCall("POST", `/admin/tenants/${tenant}/offboard`, { body: { confirm: tenant } })).status).toBe(
+      202,
+    );
+    for (let i = 0; i < 20 && (await stepTenantAlarm(tenant)).rescheduled; i++);
+    const status = await tenantStatus(tenant);
+    expect(status.receipt).toMatchObject({
+      completedAt: expect.any(String),
+      residuePurgedAt: expect.any(String),
+      purged: { runObjects: 1 },
+    });
+    // The run object kept {tenant, run, document}; now only its tombstone is left, long before its own clean-up.
+    expect(await runRecord(objectIds[0] as string)).toBeNull();
+    expect(await runRows(tenant)).toEqual([]);
+    const meta = await runInDurableObject(tenantStub(tenant), (_instance, state) =>
+      state.storage.sql
+        .exec<{ key: string }>(`SELECT key FROM tenant_meta ORDER BY key`)
+        .toArray()
+        .map((r) => r.key),
+    );
+    expect(meta).not.toContain("egress_policy");
+    expect(meta).not.toContain("purge_r2_pending");
   });
 });

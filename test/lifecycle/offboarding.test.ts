@@ -313,8 +313,9 @@ describe("offboarding tenant A", () => {
     expect(done.state).toBe("offboarded");
     expect(done.receipt).toMatchObject({
       ...receipt,
-      purged: kept.counts,
+      purged: { ...kept.counts, runObjects: 0 },
       purgeBatches: steps,
+      residuePurgedAt: expect.any(String),
       completedAt: expect.any(String),
     });
     expect(done).toMatchObject({ atoms: 0, documents: 0, keys: [] });
