@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { Env } from "./env";
 import { KbError } from "./errors";
+import { DEFAULT_QUOTAS, type QuotaLimits } from "./tenant/quotas";
 
 /** Issuer of the local dev tokens (`npm run token`). `.invalid` is a reserved TLD: it can never be a real issuer. */
 export const DEV_ISSUER = "https://dev-issuer.invalid";
@@ -56,6 +57,8 @@ export interface Config {
   } | null;
   readonly egressMaxBytes: number;
   readonly egressTimeoutMs: number;
+  /** Per-tenant quotas and request rates (src/tenant/quotas.ts). */
+  readonly quotas: QuotaLimits;
 }
 
 export interface JsonWebKeySet {
@@ -169,6 +172,7 @@ export function loadConfig(env: Env): Config {
     externalExchange: externalExchange(env, production),
     egressMaxBytes: intInRange(env.EGRESS_MAX_BYTES, 16 * 1_048_576, 1024, 100 * 1_048_576, "EGRESS_MAX_BYTES"),
     egressTimeoutMs: intInRange(env.EGRESS_TIMEOUT_MS, 10_000, 100, 60_000, "EGRESS_TIMEOUT_MS"),
+    quotas: quotas(env),
   };
 }
 
@@ -185,5 +189,30 @@ function externalExchange(env: Env, production: boolean): Config["externalExchan
     tokenUrl: env.EXCHANGE_TOKEN_URL,
     clientId: env.EXCHANGE_CLIENT_ID,
     clientSecret: env.EXCHANGE_CLIENT_SECRET,
+  };
+}
+
+function quotas(env: Env): QuotaLimits {
+  const d = DEFAULT_QUOTAS;
+  return {
+    documents: intInRange(env.QUOTA_DOCUMENTS, d.documents, 1, 10_000_000, "QUOTA_DOCUMENTS"),
+    documentBytes: intInRange(env.QUOTA_DOCUMENT_BYTES, d.documentBytes, 1024, 2 ** 50, "QUOTA_DOCUMENT_BYTES"),
+    runsQueued: intInRange(env.QUOTA_RUNS_QUEUED, d.runsQueued, 1, 10_000, "QUOTA_RUNS_QUEUED"),
+    sessions: intInRange(env.QUOTA_SESSIONS, d.sessions, 1, 100_000, "QUOTA_SESSIONS"),
+    exchangedTokens: intInRange(env.QUOTA_EXCHANGED_TOKENS, d.exchangedTokens, 1, 100_000, "QUOTA_EXCHANGED_TOKENS"),
+    requestsPerMinute: intInRange(
+      env.RATE_LIMIT_PER_MINUTE,
+      d.requestsPerMinute,
+      1,
+      10_000_000,
+      "RATE_LIMIT_PER_MINUTE",
+    ),
+    subjectRequestsPerMinute: intInRange(
+      env.RATE_LIMIT_SUBJECT_PER_MINUTE,
+      d.subjectRequestsPerMinute,
+      1,
+      10_000_000,
+      "RATE_LIMIT_SUBJECT_PER_MINUTE",
+    ),
   };
 }

@@ -45,6 +45,14 @@ export interface Env {
   readonly AI?: unknown;
   readonly AI_MODEL?: string;
   readonly AI_DIMENSIONS?: string;
+  /** Per-tenant quotas (src/tenant/quotas.ts, docs/storage.md). */
+  readonly QUOTA_DOCUMENTS?: string;
+  readonly QUOTA_DOCUMENT_BYTES?: string;
+  readonly QUOTA_RUNS_QUEUED?: string;
+  readonly QUOTA_SESSIONS?: string;
+  readonly QUOTA_EXCHANGED_TOKENS?: string;
+  readonly RATE_LIMIT_PER_MINUTE?: string;
+  readonly RATE_LIMIT_SUBJECT_PER_MINUTE?: string;
 }
 
 type WorkerBindings = Env;

@@ -39,6 +39,9 @@ export const ERROR_CODES = {
   ERR_LENGTH_REQUIRED: 411,
   ERR_RANGE: 416,
   ERR_TENANT_OFFBOARDED: 403,
+  // 429: a per-tenant quota (src/tenant/quotas.ts); answered with Retry-After.
+  ERR_RATE_LIMITED: 429,
+  ERR_QUOTA: 429,
   // Egress (tool-level errors of import_url and other outbound calls).
   ERR_EGRESS_DENIED: 403,
   ERR_EGRESS_TOO_LARGE: 413,
@@ -80,6 +83,16 @@ export class InsufficientScopeError extends KbError {
   }
 }
 
+/** 429: a per-tenant quota or request rate; `retryAfterS` becomes the Retry-After header. */
+export class QuotaError extends KbError {
+  readonly retryAfterS: number;
+
+  constructor(code: "ERR_RATE_LIMITED" | "ERR_QUOTA", message: string, retryAfterS: number) {
+    super(code, message);
+    this.retryAfterS = retryAfterS;
+  }
+}
+
 export function isKbError(value: unknown): value is KbError {
   return value instanceof KbError;
 }
@@ -93,8 +106,11 @@ export function isKbError(value: unknown): value is KbError {
 export function kbErrorOf(error: unknown): KbError | null {
   if (isKbError(error)) return error;
   if (!(error instanceof Error) || error.name !== "KbError") return null;
-  const { code, scopes } = error as Error & { code?: unknown; scopes?: unknown };
+  const { code, scopes, retryAfterS } = error as Error & { code?: unknown; scopes?: unknown; retryAfterS?: unknown };
   if (typeof code !== "string" || !Object.hasOwn(ERROR_CODES, code)) return null;
+  if ((code === "ERR_RATE_LIMITED" || code === "ERR_QUOTA") && typeof retryAfterS === "number") {
+    return new QuotaError(code, error.message, retryAfterS);
+  }
   if (code === "ERR_INSUFFICIENT_SCOPE" && Array.isArray(scopes) && scopes.every((s) => typeof s === "string")) {
     return new InsufficientScopeError(scopes);
   }

@@ -54,8 +54,29 @@ export class ExchangedTokens {
           token: await this.#signer.sign(this.claims(identity, target, scopes), this.#config.exchangeTtlS),
           expiresIn: this.#config.exchangeTtlS,
         };
-    this.#cache.set(key, { token, expiresAt: now + expiresIn * 1000 });
+    this.#remember(key, { token, expiresAt: now + expiresIn * 1000 }, now);
     return token;
+  }
+
+  /** Number of tokens cached for this tenant. */
+  get size(): number {
+    return this.#cache.size;
+  }
+
+  /**
+   * The cache is bounded per tenant (QUOTA_EXCHANGED_TOKENS): expired tokens go first, then the oldest. It is a
+   * cache, so going over the bound evicts rather than refuses.
+   */
+  #remember(key: string, entry: { token: string; expiresAt: number }, now: number): void {
+    this.#cache.delete(key);
+    this.#cache.set(key, entry);
+    if (this.#cache.size <= this.#config.quotas.exchangedTokens) return;
+    for (const [name, cached] of this.#cache) if (cached.expiresAt <= now) this.#cache.delete(name);
+    while (this.#cache.size > this.#config.quotas.exchangedTokens) {
+      const oldest = this.#cache.keys().next().value;
+      if (oldest === undefined) break;
+      this.#cache.delete(oldest);
+    }
   }
 
   async #external(

@@ -1,3 +1,4 @@
+import { checkQuota } from "../tenant/quotas";
 import { base64url, sha256Hex } from "../util/bytes";
 
 /**
@@ -15,6 +16,8 @@ export interface SessionRecord {
 export interface SessionPolicy {
   readonly idleTtlMs: number;
   readonly maxPerSubject: number;
+  /** Live sessions of all the tenant's subjects together (a quota: beyond it, initialize is refused with 429). */
+  readonly maxPerTenant?: number;
 }
 
 /** 256 random bits, base64url: unguessable, and safe in an HTTP header (visible ASCII). */
@@ -40,6 +43,7 @@ export class SessionStore {
     const id = newSessionId();
     const hash = await sha256Hex(id);
     this.#sweepExpired(subject, now);
+    this.#checkTenantQuota(subject, now);
     this.#sql.exec(
       `INSERT INTO mcp_sessions (tenant, subject, session_hash, protocol_version, created_at, last_seen_at)
        VALUES (?, ?, ?, ?, ?, ?)`,
@@ -124,6 +128,37 @@ export class SessionStore {
       hash,
     );
     return cursor.rowsWritten > 0;
+  }
+
+  /**
+   * A new session may make the tenant exceed its quota only if it does not replace one of the subject's own (at
+   * the per-subject bound, its least recently used session ends). Expired sessions of every subject go first.
+   */
+  #checkTenantQuota(subject: string, now: number): void {
+    const limit = this.#policy.maxPerTenant;
+    if (limit === undefined) return;
+    this.#sql.exec(
+      `DELETE FROM mcp_sessions WHERE tenant = ? AND last_seen_at < ?`,
+      this.#tenant,
+      now - this.#policy.idleTtlMs,
+    );
+    if (this.count(subject) >= this.#policy.maxPerSubject) return;
+    const { n, oldest } = this.#sql
+      .exec<{ n: number; oldest: number | null }>(
+        `SELECT COUNT(*) AS n, MIN(last_seen_at) AS oldest FROM mcp_sessions WHERE tenant = ?`,
+        this.#tenant,
+      )
+      .one();
+    if (n >= limit) {
+      const waitS = Math.max(1, Math.ceil(((oldest ?? now) + this.#policy.idleTtlMs - now) / 1000));
+      checkQuota("sessions", n, 1, limit, waitS);
+    }
+  }
+
+  /** Live sessions of every subject of the tenant. */
+  countAll(): number {
+    return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#tenant).one()
+      .n;
   }
 
   #sweepExpired(subject: string, now: number): void {

@@ -14,6 +14,17 @@ import { LocalVectorIndex } from "../kb/local-index";
 import { embedderFor, placementFor } from "../kb/placement";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
+import { RequestRate } from "./quotas";
+
+export interface QuotaUsage {
+  readonly documents: { used: number; limit: number };
+  readonly documentBytes: { used: number; limit: number };
+  readonly runsQueued: { used: number; limit: number };
+  readonly sessions: { used: number; limit: number };
+  readonly exchangedTokens: { used: number; limit: number };
+  readonly requestsPerMinute: number;
+  readonly subjectRequestsPerMinute: number;
+}
 
 /**
  * Everything one tenant owns, wired for that tenant only: its keyring (data keys wrapped under the master epoch),
@@ -33,6 +44,7 @@ export class TenantContext {
   readonly #sql: SqlStorage;
   readonly #env: Env;
   #tokens: ExchangedTokens | null = null;
+  #rate: RequestRate | null = null;
 
   constructor(state: DurableObjectState, env: Env, tenant: string) {
     this.#env = env;
@@ -89,6 +101,33 @@ export class TenantContext {
     return this.#env.EXTRACTION_RUN.get(this.#env.EXTRACTION_RUN.idFromString(objectId));
   }
 
+  /** What this tenant uses of its quotas (admin status; the checks themselves sit where each thing is written). */
+  usage(config: Config): QuotaUsage {
+    const one = (query: string) => this.#sql.exec<{ n: number }>(query, this.tenant).one().n;
+    const limits = config.quotas;
+    return {
+      documents: { used: one(`SELECT COUNT(*) AS n FROM documents WHERE tenant = ?`), limit: limits.documents },
+      documentBytes: {
+        used: one(`SELECT COALESCE(SUM(size), 0) AS n FROM documents WHERE tenant = ?`),
+        limit: limits.documentBytes,
+      },
+      runsQueued: {
+        used: one(`SELECT COUNT(*) AS n FROM extraction_runs WHERE tenant = ? AND status IN ('queued', 'running')`),
+        limit: limits.runsQueued,
+      },
+      sessions: { used: one(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`), limit: limits.sessions },
+      exchangedTokens: { used: this.#tokens?.size ?? 0, limit: limits.exchangedTokens },
+      requestsPerMinute: limits.requestsPerMinute,
+      subjectRequestsPerMinute: limits.subjectRequestsPerMinute,
+    };
+  }
+
+  /** This tenant's request-rate buckets (for the object's lifetime). */
+  rate(config: Config): RequestRate {
+    this.#rate ??= new RequestRate(config.quotas);
+    return this.#rate;
+  }
+
   runs(): RunManager {
     return new RunManager(this.#sql, this.#env, this);
   }
@@ -97,6 +136,7 @@ export class TenantContext {
     return new SessionStore(this.#sql, this.tenant, {
       idleTtlMs: config.sessionIdleTtlS * 1000,
       maxPerSubject: config.maxSessionsPerSubject,
+      maxPerTenant: config.quotas.sessions,
     });
   }
 }

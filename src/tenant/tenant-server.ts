@@ -15,7 +15,7 @@ import { createTenantMcpServer } from "../mcp/server-factory";
 import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { migrate } from "./schema";
-import { TenantContext } from "./tenant-context";
+import { type QuotaUsage, TenantContext } from "./tenant-context";
 
 /** Either an RFC 8693 success body or an OAuth error (RPC results are plain data). */
 export interface ExchangeOutcome {
@@ -41,6 +41,8 @@ export interface TenantStatus {
   readonly receipt: ShredReceipt | null;
   /** Background job steps that failed and are being retried (empty when every job is healthy). */
   readonly jobFailures: JobFailure[];
+  /** Usage against the tenant's quotas. */
+  readonly quotas: QuotaUsage;
 }
 
 /**
@@ -104,6 +106,7 @@ export class TenantServer extends DurableObject<Env> {
       const tenant = this.#checkIdentity(identity, requestId, config);
       if (this.#lifecycle(tenant).state() !== "active")
         return { response: null, error: "invalid_grant", description: "tenant offboarded" };
+      tenant.rate(config).admit(identity.subject);
       const target = findTarget(tenant.egressPolicy(), request.resource, request.audience);
       if (!target)
         return { response: null, error: "invalid_target", description: "not a downstream resource of this tenant" };
@@ -162,6 +165,7 @@ export class TenantServer extends DurableObject<Env> {
       egress: ctx.egressPolicy(),
       receipt: lifecycle.receipt(),
       jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
+      quotas: ctx.usage(loadConfig(this.env)),
     };
   }
 
@@ -251,6 +255,7 @@ export class TenantServer extends DurableObject<Env> {
       config = loadConfig(this.env);
       const tenant = this.#checkIdentity(identity, requestId, config);
       this.#lifecycle(tenant).assertActive();
+      tenant.rate(config).admit(identity.subject);
       await this.#ensureRegistered(identity.tenant);
       return await handler(tenant, config);
     } catch (error) {
