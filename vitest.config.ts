@@ -46,5 +46,8 @@ export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 30_000,
+    // The server's own structured logs (and refusals the tests provoke on purpose) are printed only for a test that
+    // fails, so that a real failure stands out.
+    silent: "passed-only",
   },
 });
