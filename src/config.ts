@@ -166,7 +166,7 @@ export function loadConfig(env: Env): Config {
     allowedHosts,
     maxBodyBytes: intInRange(env.MAX_BODY_BYTES, 1_048_576, 1024, 4_194_304, "MAX_BODY_BYTES"),
     sessionIdleTtlS: intInRange(env.SESSION_IDLE_TTL_S, 1800, 60, 86_400, "SESSION_IDLE_TTL_S"),
-    maxSessionsPerSubject: intInRange(env.MAX_SESSIONS_PER_SUBJECT, 16, 1, 1000, "MAX_SESSIONS_PER_SUBJECT"),
+    maxSessionsPerSubject: intInRange(env.MAX_SESSIONS_PER_SUBJECT, 64, 1, 1000, "MAX_SESSIONS_PER_SUBJECT"),
     exchangeIssuer: env.EXCHANGE_ISSUER || resourceUrl.origin,
     exchangeTtlS: intInRange(env.EXCHANGE_TTL_S, 300, 30, 300, "EXCHANGE_TTL_S"),
     externalExchange: externalExchange(env, production),
