@@ -10,15 +10,19 @@ import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
 import { LIMITS } from "../kb/limits";
 import { log } from "../log";
+import { BlobGarbage, documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
 
 /**
  * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
- * data key. The object key `t/<tenant>/docs/<id>` is built here from the verified tenant and a validated id; no
- * client-supplied path reaches R2. The encryption context binds tenant, object key and key version, so an object
- * copied under another tenant's prefix, renamed, or relabelled with another key version fails to decrypt before
- * any plaintext is released (the key commitment is checked first).
+ * data key. Every write stores a new object `t/<tenant>/docs/<id>/<generation>` (src/blob/blob-gc.ts: the key is
+ * built here from the verified tenant, a validated id and a random generation; no client-supplied path reaches
+ * R2). The encryption context binds tenant, full object key and key version, so an object copied under another
+ * tenant's prefix, renamed (another id or generation), or relabelled with another key version fails to decrypt
+ * before any plaintext is released (the key commitment is checked first).
  *
- * The `documents` table (tenant SQLite) is the index of what exists and under which key version; R2 holds bytes.
+ * The `documents` table (tenant SQLite) is the index of what exists, under which generation and key version; R2
+ * holds bytes; `blob_gc` lists objects that may exist without a row (collected by `collectGarbage`). The order in
+ * which the two stores change is described, with its invariant, in blob-gc.ts.
  */
 export interface DocumentMeta {
   readonly id: string;
@@ -40,9 +44,12 @@ export type RangeRequest = { readonly offset: number; readonly length?: number }
 /** Largest document accepted (the format allows 4 PiB; this bounds one tenant's single object). */
 export const MAX_DOCUMENT_BYTES = 1024 * 1024 * 1024;
 const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}(;\s?[a-z0-9_-]{1,32}=[a-z0-9._-]{1,64})?$/i;
+const COLUMNS = "id, generation, key_version, size, content_type, created_at, updated_at";
 
 type DocumentRow = {
   id: string;
+  /** null: the legacy object key `t/<tenant>/docs/<id>` (rows written before generations). */
+  generation: string | null;
   key_version: number;
   size: number;
   content_type: string;
@@ -55,25 +62,41 @@ export class EncryptedBlobs {
   readonly #tenant: string;
   readonly #keyring: TenantKeyring;
   readonly #sql: SqlStorage;
+  readonly #transaction: Transaction;
+  readonly #garbage: BlobGarbage;
   /**
-   * Writes to one document (put, delete, re-encryption), one at a time. Each awaits R2 between reading and
-   * writing; without this a re-encryption could write back the bytes it had read over a newer PUT (a lost update)
-   * or resurrect an object a DELETE had just removed.
+   * Writes to one document (put, delete, re-encryption, collection of its garbage), one at a time. Each awaits R2
+   * between reading and writing; without this a re-encryption could commit the bytes it had read over a newer PUT
+   * (a lost update) or resurrect a document a DELETE had just removed.
    */
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Key versions held by uploads still streaming in: a rotation must not retire them before their rows land. */
   readonly #inFlight = new Map<number, number>();
+  /**
+   * Object keys this instance is uploading right now (step 2): their `write` candidates are not garbage yet. After
+   * a restart nothing is uploading, so every `write` candidate left by a crash is collectable.
+   */
+  readonly #writing = new Set<string>();
 
-  constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage) {
+  constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage, transaction: Transaction) {
     this.#bucket = bucket;
     this.#tenant = tenant;
     this.#keyring = keyring;
     this.#sql = sql;
+    this.#transaction = transaction;
+    this.#garbage = new BlobGarbage(sql, tenant);
   }
 
-  objectKey(id: string): string {
+  /** The object key of one generation of document `id` (null: the legacy key of rows without a generation). */
+  objectKey(id: string, generation: string | null = null): string {
     checkId(id);
-    return `t/${this.#tenant}/docs/${id}`;
+    return documentObjectKey(this.#tenant, id, generation);
+  }
+
+  /** The object key the document's row names, or null if there is no such document. */
+  storedObjectKey(id: string): string | null {
+    const row = this.#row(id);
+    return row ? this.#keyOf(row) : null;
   }
 
   /** The prefix of everything this tenant owns in R2 (offboarding purges it). */
@@ -88,6 +111,7 @@ export class EncryptedBlobs {
   /**
    * Stores a document, streaming: plaintext is encrypted chunk by chunk into a FixedLengthStream of the exact
    * ciphertext length, so memory stays bounded whatever the size. The body must be exactly `length` bytes.
+   * Resolves once the row names the new object (the commit point); the old object is deleted afterwards.
    */
   async put(
     id: string,
@@ -96,7 +120,7 @@ export class EncryptedBlobs {
     contentType: string,
     now = Date.now(),
   ): Promise<DocumentMeta> {
-    const key = this.objectKey(id);
+    checkId(id);
     if (!Number.isSafeInteger(length) || length < 0 || length > MAX_DOCUMENT_BYTES) {
       throw new KbError("ERR_LIMIT", `documents are at most ${MAX_DOCUMENT_BYTES} bytes`);
     }
@@ -105,27 +129,45 @@ export class EncryptedBlobs {
       const { version, key: dataKey } = await this.#keyring.current();
       this.#inFlight.set(version, (this.#inFlight.get(version) ?? 0) + 1);
       try {
-        await this.#write(key, body, length, dataKey, version, contentType);
-        if (!this.#keyring.list().some((info) => info.version === version)) {
-          // The key was destroyed while the body streamed in (offboarding): nothing may land after the shred.
-          await this.#bucket.delete(key);
-          throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
-        }
-        const existing = this.#row(id);
-        this.#sql.exec(
-          `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (tenant, id) DO UPDATE SET key_version = excluded.key_version, size = excluded.size,
-             content_type = excluded.content_type, updated_at = excluded.updated_at`,
-          this.#tenant,
-          id,
-          version,
-          length,
-          contentType,
-          existing?.created_at ?? now,
-          now,
-        );
-        return toMeta(this.#row(id) as DocumentRow);
+        const generation = newGeneration();
+        let meta: DocumentMeta | undefined;
+        const upload = async (key: string) => {
+          await this.#write(key, body, length, dataKey, version, contentType);
+          if (!this.#keyring.list().some((info) => info.version === version)) {
+            // The key was destroyed while the body streamed in (offboarding): nothing may land after the shred.
+            throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+          }
+        };
+        await this.#upload(id, generation, now, upload, () => {
+          const existing = this.#row(id) ?? null;
+          const row: DocumentRow = {
+            id,
+            generation,
+            key_version: version,
+            size: length,
+            content_type: contentType,
+            created_at: existing?.created_at ?? now,
+            updated_at: now,
+          };
+          this.#sql.exec(
+            `INSERT INTO documents (tenant, id, generation, key_version, size, content_type, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant, id) DO UPDATE SET generation = excluded.generation,
+               key_version = excluded.key_version, size = excluded.size, content_type = excluded.content_type,
+               updated_at = excluded.updated_at`,
+            this.#tenant,
+            row.id,
+            row.generation,
+            row.key_version,
+            row.size,
+            row.content_type,
+            row.created_at,
+            row.updated_at,
+          );
+          meta = toMeta(row);
+          return existing;
+        });
+        return meta as DocumentMeta;
       } finally {
         const held = (this.#inFlight.get(version) ?? 1) - 1;
         if (held > 0) this.#inFlight.set(version, held);
@@ -146,7 +188,7 @@ export class EncryptedBlobs {
   ): Promise<{ meta: DocumentMeta; body: ReadableStream<Uint8Array>; range: ByteRange | null } | null> {
     const row = this.#row(id);
     if (!row) return null;
-    const key = this.objectKey(id);
+    const key = this.#keyOf(row);
     const dataKey = await this.#keyring.key(row.key_version);
     const context = this.context(key, row.key_version);
     const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
@@ -176,12 +218,19 @@ export class EncryptedBlobs {
     };
   }
 
-  async delete(id: string): Promise<boolean> {
-    const key = this.objectKey(id);
+  /** Removes the row and records its object as garbage in one transaction (the commit point), then deletes it. */
+  async delete(id: string, now = Date.now()): Promise<boolean> {
+    checkId(id);
     return this.#exclusive(id, async () => {
-      if (!this.#row(id)) return false;
-      await this.#bucket.delete(key);
-      this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+      const gone = this.#transaction(() => {
+        const row = this.#row(id);
+        if (!row) return null;
+        this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+        this.#garbage.record(row.id, row.generation, "deleted", now);
+        return row;
+      });
+      if (gone === null) return false;
+      await this.#release(gone.id, gone.generation); // (4) after the commit: a failure leaves a candidate
       return true;
     });
   }
@@ -189,8 +238,7 @@ export class EncryptedBlobs {
   list(limit = 100, after = ""): DocumentMeta[] {
     return this.#sql
       .exec<DocumentRow>(
-        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
-         WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?`,
+        `SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?`,
         this.#tenant,
         after,
         limit,
@@ -205,13 +253,13 @@ export class EncryptedBlobs {
 
   /**
    * Rotation: re-encrypts up to `limit` documents still under a version older than `target` (stream in, stream
-   * out; R2 replaces the object atomically). Idempotent and resumable. Returns how many it re-encrypted.
+   * out, to a new generation, by the same ordering as put). Idempotent and resumable. Returns how many it
+   * re-encrypted.
    */
-  async reencryptBatch(target: number, limit: number): Promise<number> {
+  async reencryptBatch(target: number, limit: number, now = Date.now()): Promise<number> {
     const rows = this.#sql
       .exec<DocumentRow>(
-        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
-         WHERE tenant = ? AND key_version < ? ORDER BY id LIMIT ?`,
+        `SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND key_version < ? ORDER BY id LIMIT ?`,
         this.#tenant,
         target,
         limit,
@@ -224,15 +272,16 @@ export class EncryptedBlobs {
         // Re-read under the lock: a write or a delete of this document may have come first.
         const current = this.#row(row.id);
         if (!current || current.key_version >= target) return;
-        const key = this.objectKey(current.id);
+        const key = this.#keyOf(current);
         const object = await this.#bucket.get(key);
         if (!object) {
-          // The row names bytes that are gone (e.g. a delete interrupted between R2 and SQLite): they can never be
-          // read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
+          // The row names bytes that are gone (left by versions before the ordering of blob-gc.ts): they can never
+          // be read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
           this.#sql.exec(
-            `DELETE FROM documents WHERE tenant = ? AND id = ? AND key_version = ?`,
+            `DELETE FROM documents WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
             this.#tenant,
             current.id,
+            current.generation,
             current.key_version,
           );
           log("warn", { event: "document.dangling", tenant: this.#tenant, outcome: "error" });
@@ -240,15 +289,24 @@ export class EncryptedBlobs {
         }
         const oldKey = await this.#keyring.key(current.key_version);
         const plaintext = decryptingReadable(object.body, oldKey, this.context(key, current.key_version));
-        await this.#write(key, plaintext, current.size, newKey, target, current.content_type);
-        this.#sql.exec(
-          `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ?`,
-          target,
-          this.#tenant,
-          current.id,
-          current.key_version,
-        );
-        done++;
+        const generation = newGeneration();
+        const upload = (next: string) =>
+          this.#write(next, plaintext, current.size, newKey, target, current.content_type);
+        const replaced = await this.#upload(current.id, generation, now, upload, () => {
+          // Commits only if the row still names the generation that was read (a concurrent write wins).
+          const updated = this.#sql.exec(
+            `UPDATE documents SET generation = ?, key_version = ?
+             WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
+            generation,
+            target,
+            this.#tenant,
+            current.id,
+            current.generation,
+            current.key_version,
+          ).rowsWritten;
+          return updated > 0 ? current : undefined;
+        });
+        if (replaced) done++;
       });
     }
     return done;
@@ -264,8 +322,36 @@ export class EncryptedBlobs {
   }
 
   /**
+   * A clean-up job step: deletes up to `limit` objects that no row names (left by a crash or a failed R2 call
+   * between the steps of blob-gc.ts) and their candidate rows. Idempotent; returns how many it collected.
+   */
+  async collectGarbage(limit = 100): Promise<number> {
+    let collected = 0;
+    for (const candidate of this.#garbage.candidates(limit, this.#writing)) {
+      collected += await this.#exclusive(candidate.documentId, async () => {
+        // Under the document's lock: no upload of it is streaming, and no row can start naming this key now.
+        if (this.#writing.has(candidate.objectKey) || !this.#garbage.has(candidate.objectKey)) return 0;
+        if (this.#garbage.isReferenced(candidate)) {
+          // Never delete an object a row names (not expected: commits drop the candidate of the key they name).
+          this.#garbage.drop(candidate.objectKey);
+          return 0;
+        }
+        await this.#bucket.delete(candidate.objectKey);
+        this.#garbage.drop(candidate.objectKey);
+        return 1;
+      });
+    }
+    return collected;
+  }
+
+  /** Garbage candidates still recorded (uploads in progress included). */
+  pendingGarbage(): number {
+    return this.#garbage.pending();
+  }
+
+  /**
    * Offboarding: deletes up to 1000 of this tenant's R2 objects (everything under its prefix, whether or not a row
-   * names it) and up to 1000 document rows. Works without keys.
+   * names it), up to 1000 document rows and the garbage candidates. Works without keys.
    */
   async purgeBatch(): Promise<{ r2Objects: number; documents: number }> {
     const listed = await this.#bucket.list({ prefix: this.prefix, limit: 1000 });
@@ -275,7 +361,71 @@ export class EncryptedBlobs {
       .exec<{ id: string }>(`SELECT id FROM documents WHERE tenant = ? LIMIT 1000`, this.#tenant)
       .toArray();
     for (const row of rows) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, row.id);
+    this.#garbage.purgeAll();
     return { r2Objects: keys.length, documents: rows.length };
+  }
+
+  /**
+   * Steps 1-4 of blob-gc.ts for one new generation of `id`: `upload` streams the bytes to the new key; `commit`
+   * runs inside the commit transaction, points the row at the new key and returns the row it replaced (null: none;
+   * undefined: it did not commit, so the new object is garbage). Whatever fails before the commit leaves the row
+   * as it was; what fails after it (deleting the old object) is left to collectGarbage and never fails the call.
+   */
+  async #upload(
+    id: string,
+    generation: string,
+    now: number,
+    upload: (key: string) => Promise<void>,
+    commit: () => DocumentRow | null | undefined,
+  ): Promise<DocumentRow | null | undefined> {
+    const key = this.objectKey(id, generation);
+    this.#writing.add(key);
+    let replaced: DocumentRow | null | undefined;
+    try {
+      this.#garbage.record(id, generation, "write", now); // (1) the intent, before any byte exists
+      await upload(key); // (2) no row names `key` yet: a crash here leaves garbage only
+      replaced = this.#transaction(() => {
+        // (3) the commit point. Invariant: the row names `key` only now, after all of its bytes were stored.
+        const old = commit();
+        if (old === undefined) return undefined;
+        if (old) this.#garbage.record(old.id, old.generation, "replaced", now);
+        this.#garbage.drop(key);
+        return old;
+      });
+    } catch (error) {
+      this.#writing.delete(key);
+      await this.#release(id, generation); // no row names the new object: discard it now, or the collector will
+      throw error;
+    }
+    this.#writing.delete(key);
+    // (4) the object no row names any more (the old one, or the new one if the commit was refused).
+    if (replaced === undefined) await this.#release(id, generation);
+    else if (replaced) await this.#release(replaced.id, replaced.generation);
+    return replaced;
+  }
+
+  /**
+   * Best effort: deletes a garbage object, then its candidate row. A failure leaves the candidate for
+   * collectGarbage. Re-checks that no row names the object (never delete what a row points at).
+   */
+  async #release(id: string, generation: string | null): Promise<void> {
+    const candidate = {
+      objectKey: this.objectKey(id, generation),
+      documentId: id,
+      generation,
+      reason: "write",
+    } as const;
+    try {
+      if (this.#garbage.isReferenced(candidate)) return;
+      await this.#bucket.delete(candidate.objectKey);
+      this.#garbage.drop(candidate.objectKey);
+    } catch {
+      log("warn", { event: "document.gc_deferred", tenant: this.#tenant, outcome: "error" });
+    }
+  }
+
+  #keyOf(row: DocumentRow): string {
+    return documentObjectKey(this.#tenant, row.id, row.generation);
   }
 
   async #write(
@@ -324,11 +474,7 @@ export class EncryptedBlobs {
 
   #row(id: string): DocumentRow | undefined {
     return this.#sql
-      .exec<DocumentRow>(
-        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents WHERE tenant = ? AND id = ?`,
-        this.#tenant,
-        id,
-      )
+      .exec<DocumentRow>(`SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id)
       .toArray()[0];
   }
 }

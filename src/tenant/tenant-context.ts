@@ -54,7 +54,7 @@ export class TenantContext {
       cipher: new AtomCipher(this.keyring, tenant),
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
-    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql);
+    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, (fn) => state.storage.transactionSync(fn));
   }
 
   /** The tenant's egress policy (allowed origins, downstream resources), set by the platform admin. */
