@@ -1,20 +1,6 @@
 /**
- * Custody of document objects across two stores (R2 holds bytes, the tenant's SQLite names them). R2 and SQLite
- * cannot commit together, so every write goes to a NEW object key and the stores change in this order:
- *
- *   1. record the new object key as a garbage candidate (`blob_gc`, reason `write`): from now on, whatever
- *      happens, the collector knows the object may exist;
- *   2. stream the ciphertext to R2 under that key (nothing names it yet, so a crash leaves only garbage);
- *   3. one SQLite transaction — the commit point: the `documents` row names the new key and key version, the old
- *      key becomes a candidate (reason `replaced` / `deleted`), the new key's candidate row is dropped;
- *   4. delete the old object from R2, then its candidate row (a crash here leaves a candidate: collected later).
- *
- * Invariant (holds at every instruction, hence after a crash at any of them): *a row never points at bytes it
- * cannot open, and an acknowledged write is readable after a crash at any instruction.* A row only ever names an
- * object whose upload completed before the row's transaction, and no object a row names is ever a candidate the
- * collector deletes (it re-checks, under the document's lock, that no row names the key).
- *
- * This file holds the pure key helpers and the `blob_gc` table; EncryptedBlobs drives the order.
+ * The `blob_gc` table and the object-key helpers of document custody. Why candidates exist and the order in which
+ * R2 and SQLite change are described, with the invariant, in blob-custody.ts.
  */
 
 /** Runs `fn` as one SQLite transaction (the Durable Object's transactionSync): all of it commits, or none. */

@@ -1,16 +1,11 @@
-import {
-  ciphertextLength,
-  decryptingReadable,
-  encryptingTransformer,
-  HEADER_SIZE,
-  openRandomAccess,
-  pullThrough,
-} from "../crypto/chunked-aead";
+import { decryptingReadable, HEADER_SIZE, openRandomAccess } from "../crypto/chunked-aead";
 import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
 import { LIMITS } from "../kb/limits";
 import { log } from "../log";
-import { BlobGarbage, documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
+import { BlobCustody } from "./blob-custody";
+import { documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
+import { putEncrypted } from "./blob-stream";
 
 /**
  * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
@@ -22,7 +17,7 @@ import { BlobGarbage, documentObjectKey, newGeneration, type Transaction } from 
  *
  * The `documents` table (tenant SQLite) is the index of what exists, under which generation and key version; R2
  * holds bytes; `blob_gc` lists objects that may exist without a row (collected by `collectGarbage`). The order in
- * which the two stores change is described, with its invariant, in blob-gc.ts.
+ * which the two stores change is described, with its invariant, in blob-custody.ts.
  */
 export interface DocumentMeta {
   readonly id: string;
@@ -62,8 +57,7 @@ export class EncryptedBlobs {
   readonly #tenant: string;
   readonly #keyring: TenantKeyring;
   readonly #sql: SqlStorage;
-  readonly #transaction: Transaction;
-  readonly #garbage: BlobGarbage;
+  readonly #custody: BlobCustody;
   /**
    * Writes to one document (put, delete, re-encryption, collection of its garbage), one at a time. Each awaits R2
    * between reading and writing; without this a re-encryption could commit the bytes it had read over a newer PUT
@@ -72,19 +66,13 @@ export class EncryptedBlobs {
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Key versions held by uploads still streaming in: a rotation must not retire them before their rows land. */
   readonly #inFlight = new Map<number, number>();
-  /**
-   * Object keys this instance is uploading right now (step 2): their `write` candidates are not garbage yet. After
-   * a restart nothing is uploading, so every `write` candidate left by a crash is collectable.
-   */
-  readonly #writing = new Set<string>();
 
   constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage, transaction: Transaction) {
     this.#bucket = bucket;
     this.#tenant = tenant;
     this.#keyring = keyring;
     this.#sql = sql;
-    this.#transaction = transaction;
-    this.#garbage = new BlobGarbage(sql, tenant);
+    this.#custody = new BlobCustody(bucket, sql, tenant, transaction);
   }
 
   /** The object key of one generation of document `id` (null: the legacy key of rows without a generation). */
@@ -132,13 +120,16 @@ export class EncryptedBlobs {
         const generation = newGeneration();
         let meta: DocumentMeta | undefined;
         const upload = async (key: string) => {
-          await this.#write(key, body, length, dataKey, version, contentType);
+          await putEncrypted(this.#bucket, key, body, length, dataKey, this.context(key, version), {
+            keyVersion: version,
+            contentType,
+          });
           if (!this.#keyring.list().some((info) => info.version === version)) {
             // The key was destroyed while the body streamed in (offboarding): nothing may land after the shred.
             throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
           }
         };
-        await this.#upload(id, generation, now, upload, () => {
+        await this.#custody.replace(id, generation, now, upload, () => {
           const existing = this.#row(id) ?? null;
           const row: DocumentRow = {
             id,
@@ -222,16 +213,12 @@ export class EncryptedBlobs {
   async delete(id: string, now = Date.now()): Promise<boolean> {
     checkId(id);
     return this.#exclusive(id, async () => {
-      const gone = this.#transaction(() => {
+      const gone = await this.#custody.remove(now, () => {
         const row = this.#row(id);
-        if (!row) return null;
-        this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
-        this.#garbage.record(row.id, row.generation, "deleted", now);
-        return row;
+        if (row) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+        return row ?? null;
       });
-      if (gone === null) return false;
-      await this.#release(gone.id, gone.generation); // (4) after the commit: a failure leaves a candidate
-      return true;
+      return gone !== null;
     });
   }
 
@@ -275,7 +262,7 @@ export class EncryptedBlobs {
         const key = this.#keyOf(current);
         const object = await this.#bucket.get(key);
         if (!object) {
-          // The row names bytes that are gone (left by versions before the ordering of blob-gc.ts): they can never
+          // The row names bytes that are gone (left by versions before the ordering of blob-custody.ts): they can never
           // be read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
           this.#sql.exec(
             `DELETE FROM documents WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
@@ -291,8 +278,11 @@ export class EncryptedBlobs {
         const plaintext = decryptingReadable(object.body, oldKey, this.context(key, current.key_version));
         const generation = newGeneration();
         const upload = (next: string) =>
-          this.#write(next, plaintext, current.size, newKey, target, current.content_type);
-        const replaced = await this.#upload(current.id, generation, now, upload, () => {
+          putEncrypted(this.#bucket, next, plaintext, current.size, newKey, this.context(next, target), {
+            keyVersion: target,
+            contentType: current.content_type,
+          });
+        const replaced = await this.#custody.replace(current.id, generation, now, upload, () => {
           // Commits only if the row still names the generation that was read (a concurrent write wins).
           const updated = this.#sql.exec(
             `UPDATE documents SET generation = ?, key_version = ?
@@ -323,30 +313,15 @@ export class EncryptedBlobs {
 
   /**
    * A clean-up job step: deletes up to `limit` objects that no row names (left by a crash or a failed R2 call
-   * between the steps of blob-gc.ts) and their candidate rows. Idempotent; returns how many it collected.
+   * between the steps of blob-custody.ts) and their candidate rows. Idempotent; returns how many it collected.
    */
   async collectGarbage(limit = 100): Promise<number> {
-    let collected = 0;
-    for (const candidate of this.#garbage.candidates(limit, this.#writing)) {
-      collected += await this.#exclusive(candidate.documentId, async () => {
-        // Under the document's lock: no upload of it is streaming, and no row can start naming this key now.
-        if (this.#writing.has(candidate.objectKey) || !this.#garbage.has(candidate.objectKey)) return 0;
-        if (this.#garbage.isReferenced(candidate)) {
-          // Never delete an object a row names (not expected: commits drop the candidate of the key they name).
-          this.#garbage.drop(candidate.objectKey);
-          return 0;
-        }
-        await this.#bucket.delete(candidate.objectKey);
-        this.#garbage.drop(candidate.objectKey);
-        return 1;
-      });
-    }
-    return collected;
+    return this.#custody.collect(limit, (id, fn) => this.#exclusive(id, fn));
   }
 
   /** Garbage candidates still recorded (uploads in progress included). */
   pendingGarbage(): number {
-    return this.#garbage.pending();
+    return this.#custody.pending();
   }
 
   /**
@@ -361,100 +336,12 @@ export class EncryptedBlobs {
       .exec<{ id: string }>(`SELECT id FROM documents WHERE tenant = ? LIMIT 1000`, this.#tenant)
       .toArray();
     for (const row of rows) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, row.id);
-    this.#garbage.purgeAll();
+    this.#custody.purgeAll();
     return { r2Objects: keys.length, documents: rows.length };
-  }
-
-  /**
-   * Steps 1-4 of blob-gc.ts for one new generation of `id`: `upload` streams the bytes to the new key; `commit`
-   * runs inside the commit transaction, points the row at the new key and returns the row it replaced (null: none;
-   * undefined: it did not commit, so the new object is garbage). Whatever fails before the commit leaves the row
-   * as it was; what fails after it (deleting the old object) is left to collectGarbage and never fails the call.
-   */
-  async #upload(
-    id: string,
-    generation: string,
-    now: number,
-    upload: (key: string) => Promise<void>,
-    commit: () => DocumentRow | null | undefined,
-  ): Promise<DocumentRow | null | undefined> {
-    const key = this.objectKey(id, generation);
-    this.#writing.add(key);
-    let replaced: DocumentRow | null | undefined;
-    try {
-      this.#garbage.record(id, generation, "write", now); // (1) the intent, before any byte exists
-      await upload(key); // (2) no row names `key` yet: a crash here leaves garbage only
-      replaced = this.#transaction(() => {
-        // (3) the commit point. Invariant: the row names `key` only now, after all of its bytes were stored.
-        const old = commit();
-        if (old === undefined) return undefined;
-        if (old) this.#garbage.record(old.id, old.generation, "replaced", now);
-        this.#garbage.drop(key);
-        return old;
-      });
-    } catch (error) {
-      this.#writing.delete(key);
-      await this.#release(id, generation); // no row names the new object: discard it now, or the collector will
-      throw error;
-    }
-    this.#writing.delete(key);
-    // (4) the object no row names any more (the old one, or the new one if the commit was refused).
-    if (replaced === undefined) await this.#release(id, generation);
-    else if (replaced) await this.#release(replaced.id, replaced.generation);
-    return replaced;
-  }
-
-  /**
-   * Best effort: deletes a garbage object, then its candidate row. A failure leaves the candidate for
-   * collectGarbage. Re-checks that no row names the object (never delete what a row points at).
-   */
-  async #release(id: string, generation: string | null): Promise<void> {
-    const candidate = {
-      objectKey: this.objectKey(id, generation),
-      documentId: id,
-      generation,
-      reason: "write",
-    } as const;
-    try {
-      if (this.#garbage.isReferenced(candidate)) return;
-      await this.#bucket.delete(candidate.objectKey);
-      this.#garbage.drop(candidate.objectKey);
-    } catch {
-      log("warn", { event: "document.gc_deferred", tenant: this.#tenant, outcome: "error" });
-    }
   }
 
   #keyOf(row: DocumentRow): string {
     return documentObjectKey(this.#tenant, row.id, row.generation);
-  }
-
-  async #write(
-    key: string,
-    body: ReadableStream<Uint8Array> | Uint8Array,
-    length: number,
-    dataKey: Uint8Array,
-    version: number,
-    contentType: string,
-  ): Promise<void> {
-    const source = body instanceof Uint8Array ? (new Response(body).body as ReadableStream<Uint8Array>) : body;
-    const fixed = new FixedLengthStream(ciphertextLength(length));
-    // One pull-based stage: the length check and the encryption run in the same pull (see pullThrough).
-    const pumped = pullThrough(
-      source,
-      exactLength(encryptingTransformer(dataKey, this.context(key, version)), length),
-    ).pipeTo(fixed.writable);
-    const stored = this.#bucket.put(key, fixed.readable, {
-      httpMetadata: { contentType: "application/octet-stream" },
-      customMetadata: { format: "c2sp-chunked-aes256gcm-v1", keyVersion: String(version), contentType },
-    });
-    // A body that fails (too short, too long, client gone) errors the fixed-length stream, so R2 stores nothing.
-    const [pump, put] = await Promise.allSettled([pumped, stored]);
-    if (pump.status === "rejected") {
-      throw pump.reason instanceof KbError
-        ? pump.reason
-        : new KbError("ERR_BAD_REQUEST", "document body could not be read");
-    }
-    if (put.status === "rejected") throw new KbError("ERR_INTERNAL", "document could not be stored");
   }
 
   async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -499,23 +386,6 @@ function checkId(id: string): void {
   if (typeof id !== "string" || !LIMITS.idPattern.test(id)) {
     throw new KbError("ERR_INVALID_PARAMS", `document id must match ${LIMITS.idPattern.source}`);
   }
-}
-
-/** Wraps a transformer: its input fails if it is longer or shorter than declared (checked before `inner` sees it). */
-function exactLength(inner: Transformer<Uint8Array, Uint8Array>, length: number): Transformer<Uint8Array, Uint8Array> {
-  let seen = 0;
-  return {
-    start: (controller) => inner.start?.(controller),
-    transform(chunk, controller) {
-      seen += chunk.byteLength;
-      if (seen > length) throw new KbError("ERR_BAD_REQUEST", "document body is longer than its declared length");
-      return inner.transform?.(chunk, controller);
-    },
-    flush(controller) {
-      if (seen !== length) throw new KbError("ERR_BAD_REQUEST", "document body is shorter than its declared length");
-      return inner.flush?.(controller);
-    },
-  };
 }
 
 function toMeta(row: DocumentRow): DocumentMeta {
