@@ -6,6 +6,7 @@ import { log } from "../log";
 import { BlobCustody } from "./blob-custody";
 import { documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
 import { putEncrypted } from "./blob-stream";
+import { type ByteRange, type RangeRequest, resolveRange } from "./ranges";
 
 /**
  * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
@@ -28,13 +29,8 @@ export interface DocumentMeta {
   readonly updatedAt: string;
 }
 
-export interface ByteRange {
-  /** Inclusive start and exclusive end in plaintext bytes. */
-  readonly start: number;
-  readonly end: number;
-}
-
-export type RangeRequest = { readonly offset: number; readonly length?: number } | { readonly suffix: number };
+export type { ByteRange, RangeRequest } from "./ranges";
+export { resolveRange } from "./ranges";
 
 /** Largest document accepted (the format allows 4 PiB; this bounds one tenant's single object). */
 export const MAX_DOCUMENT_BYTES = 1024 * 1024 * 1024;
@@ -274,15 +270,15 @@ export class EncryptedBlobs {
           log("warn", { event: "document.dangling", tenant: this.#tenant, outcome: "error" });
           return;
         }
-        const oldKey = await this.#keyring.key(current.key_version);
-        const plaintext = decryptingReadable(object.body, oldKey, this.context(key, current.key_version));
+        const sealed = await this.#sealedVersion(current, key, object);
+        const plaintext = decryptingReadable(object.body, await this.#keyring.key(sealed), this.context(key, sealed));
         const generation = newGeneration();
         const upload = (next: string) =>
           putEncrypted(this.#bucket, next, plaintext, current.size, newKey, this.context(next, target), {
             keyVersion: target,
             contentType: current.content_type,
           });
-        const replaced = await this.#custody.replace(current.id, generation, now, upload, () => {
+        const commit = () => {
           // Commits only if the row still names the generation that was read (a concurrent write wins).
           const updated = this.#sql.exec(
             `UPDATE documents SET generation = ?, key_version = ?
@@ -295,8 +291,12 @@ export class EncryptedBlobs {
             current.key_version,
           ).rowsWritten;
           return updated > 0 ? current : undefined;
-        });
-        if (replaced) done++;
+        };
+        try {
+          if (await this.#custody.replace(current.id, generation, now, upload, commit)) done++;
+        } finally {
+          await plaintext.cancel().catch(() => undefined); // releases the old object's body if it was not read
+        }
       });
     }
     return done;
@@ -340,6 +340,29 @@ export class EncryptedBlobs {
     return { r2Objects: keys.length, documents: rows.length };
   }
 
+  /**
+   * The key version the row's object is sealed under: the row's own. A legacy row (no generation) may be one
+   * rotation behind its object, left by the R2-then-row order of schema 3 (a crash between the two made it
+   * unreadable): then the version the object's metadata names is used, only if the key commitment confirms it,
+   * so that the rotation repairs the row instead of failing on it forever.
+   */
+  async #sealedVersion(row: DocumentRow, key: string, object: R2Object): Promise<number> {
+    const labelled = Number(object.customMetadata?.keyVersion);
+    const known = this.#keyring.list().some((info) => info.version === labelled);
+    if (row.generation !== null || labelled === row.key_version || !known) return row.key_version;
+    const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
+    if (!header) return row.key_version;
+    const bytes = new Uint8Array(await header.arrayBuffer());
+    const opens = async (version: number) =>
+      openRandomAccess(await this.#keyring.key(version), this.context(key, version), bytes, header.size).then(
+        () => true,
+        () => false,
+      );
+    if ((await opens(row.key_version)) || !(await opens(labelled))) return row.key_version;
+    log("warn", { event: "document.version_repaired", tenant: this.#tenant, outcome: "ok" });
+    return labelled;
+  }
+
   #keyOf(row: DocumentRow): string {
     return documentObjectKey(this.#tenant, row.id, row.generation);
   }
@@ -364,22 +387,6 @@ export class EncryptedBlobs {
       .exec<DocumentRow>(`SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id)
       .toArray()[0];
   }
-}
-
-/** Plaintext range for an HTTP-style request; 416-style errors for unsatisfiable ones. */
-export function resolveRange(range: RangeRequest, size: number): ByteRange {
-  if ("suffix" in range) {
-    if (!Number.isSafeInteger(range.suffix) || range.suffix <= 0 || size === 0) throw unsatisfiable();
-    return { start: Math.max(0, size - range.suffix), end: size };
-  }
-  const { offset, length } = range;
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset >= size) throw unsatisfiable();
-  if (length !== undefined && (!Number.isSafeInteger(length) || length <= 0)) throw unsatisfiable();
-  return { start: offset, end: length === undefined ? size : Math.min(size, offset + length) };
-}
-
-function unsatisfiable(): KbError {
-  return new KbError("ERR_RANGE", "Range Not Satisfiable");
 }
 
 function checkId(id: string): void {

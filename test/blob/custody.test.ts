@@ -413,6 +413,44 @@ describe("document custody: uploads in flight, legacy rows, migration", () => {
     });
   });
 
+  it("a legacy row left one version behind its object (the schema-3 crash) is repaired by the rotation step", async () => {
+    const tenant = uniqueTenant("custody-repair");
+    await runInDurableObject(tenantStub(tenant), async (_instance, state) => {
+      const h = harness(tenant, state);
+      const keyring = new TenantKeyring(state.storage.sql, tenant, MasterKeys.fromEnv(env));
+      await keyring.current();
+      const target = await keyring.rotate();
+      const objectKey = documentObjectKey(tenant, "stuck", null);
+      const blobs = h.fresh();
+      // What the old order left: the object re-encrypted under the target version, the row still at version 1.
+      await putEncrypted(
+        env.DOCS,
+        objectKey,
+        OLD,
+        OLD.byteLength,
+        await keyring.key(target),
+        blobs.context(objectKey, target),
+        {
+          keyVersion: target,
+          contentType: "text/plain",
+        },
+      );
+      state.storage.sql.exec(
+        `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
+         VALUES (?, 'stuck', 1, ?, 'text/plain', 0, 0)`,
+        tenant,
+        OLD.byteLength,
+      );
+      await expect(blobs.get("stuck")).rejects.toMatchObject({ code: "ERR_DECRYPT" });
+      expect(await h.fresh().reencryptBatch(target, 10)).toBe(1);
+      const after = h.fresh();
+      expect(after.head("stuck")?.keyVersion).toBe(target);
+      expect((await read(after, "stuck"))?.byteLength).toBe(OLD.byteLength);
+      expect(after.keyVersionsInUse()).toEqual([target]);
+      await expectConsistent(h, "repair");
+    });
+  });
+
   it("an object copied to another generation or id of the same tenant fails to open (the context binds the key)", async () => {
     const tenant = uniqueTenant("custody-copy");
     await runInDurableObject(tenantStub(tenant), async (_instance, state) => {
