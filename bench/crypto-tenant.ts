@@ -89,7 +89,7 @@ export async function seedTenant(tenant: string, shape: TenantShape, corpus: Cor
     let documentsPutMs = 0;
     let documentBytes = 0;
     if (shape.documents > 0) {
-      const blobs = new EncryptedBlobs(env.DOCS, tenant, keyring, sql);
+      const blobs = new EncryptedBlobs(env.DOCS, tenant, keyring, sql, (fn) => state.storage.transactionSync(fn));
       for (let i = 0; i < shape.documents; i++) {
         const bytes = pseudoRandom(new Uint8Array(documentSize(i)), 1000 + i);
         const t0 = now();

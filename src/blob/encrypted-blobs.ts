@@ -1,24 +1,24 @@
-import {
-  ciphertextLength,
-  decryptingReadable,
-  encryptingTransformer,
-  HEADER_SIZE,
-  openRandomAccess,
-  pullThrough,
-} from "../crypto/chunked-aead";
+import { decryptingReadable, HEADER_SIZE, openRandomAccess } from "../crypto/chunked-aead";
 import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
 import { LIMITS } from "../kb/limits";
 import { log } from "../log";
+import { BlobCustody } from "./blob-custody";
+import { documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
+import { putEncrypted } from "./blob-stream";
+import { type ByteRange, type RangeRequest, resolveRange } from "./ranges";
 
 /**
  * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
- * data key. The object key `t/<tenant>/docs/<id>` is built here from the verified tenant and a validated id; no
- * client-supplied path reaches R2. The encryption context binds tenant, object key and key version, so an object
- * copied under another tenant's prefix, renamed, or relabelled with another key version fails to decrypt before
- * any plaintext is released (the key commitment is checked first).
+ * data key. Every write stores a new object `t/<tenant>/docs/<id>/<generation>` (src/blob/blob-gc.ts: the key is
+ * built here from the verified tenant, a validated id and a random generation; no client-supplied path reaches
+ * R2). The encryption context binds tenant, full object key and key version, so an object copied under another
+ * tenant's prefix, renamed (another id or generation), or relabelled with another key version fails to decrypt
+ * before any plaintext is released (the key commitment is checked first).
  *
- * The `documents` table (tenant SQLite) is the index of what exists and under which key version; R2 holds bytes.
+ * The `documents` table (tenant SQLite) is the index of what exists, under which generation and key version; R2
+ * holds bytes; `blob_gc` lists objects that may exist without a row (collected by `collectGarbage`). The order in
+ * which the two stores change is described, with its invariant, in blob-custody.ts.
  */
 export interface DocumentMeta {
   readonly id: string;
@@ -29,20 +29,18 @@ export interface DocumentMeta {
   readonly updatedAt: string;
 }
 
-export interface ByteRange {
-  /** Inclusive start and exclusive end in plaintext bytes. */
-  readonly start: number;
-  readonly end: number;
-}
-
-export type RangeRequest = { readonly offset: number; readonly length?: number } | { readonly suffix: number };
+export type { ByteRange, RangeRequest } from "./ranges";
+export { resolveRange } from "./ranges";
 
 /** Largest document accepted (the format allows 4 PiB; this bounds one tenant's single object). */
 export const MAX_DOCUMENT_BYTES = 1024 * 1024 * 1024;
 const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}(;\s?[a-z0-9_-]{1,32}=[a-z0-9._-]{1,64})?$/i;
+const COLUMNS = "id, generation, key_version, size, content_type, created_at, updated_at";
 
 type DocumentRow = {
   id: string;
+  /** null: the legacy object key `t/<tenant>/docs/<id>` (rows written before generations). */
+  generation: string | null;
   key_version: number;
   size: number;
   content_type: string;
@@ -55,34 +53,34 @@ export class EncryptedBlobs {
   readonly #tenant: string;
   readonly #keyring: TenantKeyring;
   readonly #sql: SqlStorage;
+  readonly #custody: BlobCustody;
   /**
-   * Writes to one document (put, delete, re-encryption), one at a time. Each awaits R2 between reading and
-   * writing; without this a re-encryption could write back the bytes it had read over a newer PUT (a lost update)
-   * or resurrect an object a DELETE had just removed.
+   * Writes to one document (put, delete, re-encryption, collection of its garbage), one at a time. Each awaits R2
+   * between reading and writing; without this a re-encryption could commit the bytes it had read over a newer PUT
+   * (a lost update) or resurrect a document a DELETE had just removed.
    */
   readonly #locks = new Map<string, Promise<unknown>>();
   /** Key versions held by uploads still streaming in: a rotation must not retire them before their rows land. */
   readonly #inFlight = new Map<number, number>();
 
-  readonly #transaction: <T>(fn: () => T) => T;
-
-  constructor(
-    bucket: R2Bucket,
-    tenant: string,
-    keyring: TenantKeyring,
-    sql: SqlStorage,
-    transaction: <T>(fn: () => T) => T = (fn) => fn(),
-  ) {
+  constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage, transaction: Transaction) {
     this.#bucket = bucket;
     this.#tenant = tenant;
     this.#keyring = keyring;
     this.#sql = sql;
-    this.#transaction = transaction;
+    this.#custody = new BlobCustody(bucket, sql, tenant, transaction);
   }
 
-  objectKey(id: string): string {
+  /** The object key of one generation of document `id` (null: the legacy key of rows without a generation). */
+  objectKey(id: string, generation: string | null = null): string {
     checkId(id);
-    return `t/${this.#tenant}/docs/${id}`;
+    return documentObjectKey(this.#tenant, id, generation);
+  }
+
+  /** The object key the document's row names, or null if there is no such document. */
+  storedObjectKey(id: string): string | null {
+    const row = this.#row(id);
+    return row ? this.#keyOf(row) : null;
   }
 
   /** The prefix of everything this tenant owns in R2 (offboarding purges it). */
@@ -97,6 +95,7 @@ export class EncryptedBlobs {
   /**
    * Stores a document, streaming: plaintext is encrypted chunk by chunk into a FixedLengthStream of the exact
    * ciphertext length, so memory stays bounded whatever the size. The body must be exactly `length` bytes.
+   * Resolves once the row names the new object (the commit point); the old object is deleted afterwards.
    */
   async put(
     id: string,
@@ -105,7 +104,7 @@ export class EncryptedBlobs {
     contentType: string,
     now = Date.now(),
   ): Promise<DocumentMeta> {
-    const key = this.objectKey(id);
+    checkId(id);
     if (!Number.isSafeInteger(length) || length < 0 || length > MAX_DOCUMENT_BYTES) {
       throw new KbError("ERR_LIMIT", `documents are at most ${MAX_DOCUMENT_BYTES} bytes`);
     }
@@ -114,27 +113,48 @@ export class EncryptedBlobs {
       const { version, key: dataKey } = await this.#keyring.current();
       this.#inFlight.set(version, (this.#inFlight.get(version) ?? 0) + 1);
       try {
-        await this.#write(key, body, length, dataKey, version, contentType);
-        if (!this.#keyring.list().some((info) => info.version === version)) {
-          // The key was destroyed while the body streamed in (offboarding): nothing may land after the shred.
-          await this.#bucket.delete(key);
-          throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
-        }
-        const existing = this.#row(id);
-        this.#sql.exec(
-          `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (tenant, id) DO UPDATE SET key_version = excluded.key_version, size = excluded.size,
-             content_type = excluded.content_type, updated_at = excluded.updated_at`,
-          this.#tenant,
-          id,
-          version,
-          length,
-          contentType,
-          existing?.created_at ?? now,
-          now,
-        );
-        return toMeta(this.#row(id) as DocumentRow);
+        const generation = newGeneration();
+        let meta: DocumentMeta | undefined;
+        const upload = async (key: string) => {
+          await putEncrypted(this.#bucket, key, body, length, dataKey, this.context(key, version), {
+            keyVersion: version,
+            contentType,
+          });
+          if (!this.#keyring.list().some((info) => info.version === version)) {
+            // The key was destroyed while the body streamed in (offboarding): nothing may land after the shred.
+            throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+          }
+        };
+        await this.#custody.replace(id, generation, now, upload, () => {
+          const existing = this.#row(id) ?? null;
+          const row: DocumentRow = {
+            id,
+            generation,
+            key_version: version,
+            size: length,
+            content_type: contentType,
+            created_at: existing?.created_at ?? now,
+            updated_at: now,
+          };
+          this.#sql.exec(
+            `INSERT INTO documents (tenant, id, generation, key_version, size, content_type, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (tenant, id) DO UPDATE SET generation = excluded.generation,
+               key_version = excluded.key_version, size = excluded.size, content_type = excluded.content_type,
+               updated_at = excluded.updated_at`,
+            this.#tenant,
+            row.id,
+            row.generation,
+            row.key_version,
+            row.size,
+            row.content_type,
+            row.created_at,
+            row.updated_at,
+          );
+          meta = toMeta(row);
+          return existing;
+        });
+        return meta as DocumentMeta;
       } finally {
         const held = (this.#inFlight.get(version) ?? 1) - 1;
         if (held > 0) this.#inFlight.set(version, held);
@@ -155,7 +175,7 @@ export class EncryptedBlobs {
   ): Promise<{ meta: DocumentMeta; body: ReadableStream<Uint8Array>; range: ByteRange | null } | null> {
     const row = this.#row(id);
     if (!row) return null;
-    const key = this.objectKey(id);
+    const key = this.#keyOf(row);
     const dataKey = await this.#keyring.key(row.key_version);
     const context = this.context(key, row.key_version);
     const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
@@ -185,21 +205,23 @@ export class EncryptedBlobs {
     };
   }
 
-  async delete(id: string): Promise<boolean> {
-    const key = this.objectKey(id);
+  /** Removes the row and records its object as garbage in one transaction (the commit point), then deletes it. */
+  async delete(id: string, now = Date.now()): Promise<boolean> {
+    checkId(id);
     return this.#exclusive(id, async () => {
-      if (!this.#row(id)) return false;
-      await this.#bucket.delete(key);
-      this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
-      return true;
+      const gone = await this.#custody.remove(now, () => {
+        const row = this.#row(id);
+        if (row) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+        return row ?? null;
+      });
+      return gone !== null;
     });
   }
 
   list(limit = 100, after = ""): DocumentMeta[] {
     return this.#sql
       .exec<DocumentRow>(
-        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
-         WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?`,
+        `SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?`,
         this.#tenant,
         after,
         limit,
@@ -214,17 +236,18 @@ export class EncryptedBlobs {
 
   /**
    * Rotation: re-encrypts up to `limit` documents still under a version older than `target` (stream in, stream
-   * out; R2 replaces the object atomically). Idempotent and resumable. Returns how many it re-encrypted.
+   * out, to a new generation, by the same ordering as put). Idempotent and resumable. Returns how many it
+   * re-encrypted.
    */
   async reencryptBatch(
     target: number,
     limit: number,
     inTransaction: (reencrypted: number) => void = () => {},
+    now = Date.now(),
   ): Promise<number> {
     const rows = this.#sql
       .exec<DocumentRow>(
-        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents
-         WHERE tenant = ? AND key_version < ? ORDER BY id LIMIT ?`,
+        `SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND key_version < ? ORDER BY id LIMIT ?`,
         this.#tenant,
         target,
         limit,
@@ -237,37 +260,51 @@ export class EncryptedBlobs {
         // Re-read under the lock: a write or a delete of this document may have come first.
         const current = this.#row(row.id);
         if (!current || current.key_version >= target) return;
-        const key = this.objectKey(current.id);
+        const key = this.#keyOf(current);
         const object = await this.#bucket.get(key);
         if (!object) {
-          // The row names bytes that are gone (e.g. a delete interrupted between R2 and SQLite): they can never be
-          // read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
+          // The row names bytes that are gone (left by versions before the ordering of blob-custody.ts): they can never
+          // be read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
           this.#sql.exec(
-            `DELETE FROM documents WHERE tenant = ? AND id = ? AND key_version = ?`,
+            `DELETE FROM documents WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
             this.#tenant,
             current.id,
+            current.generation,
             current.key_version,
           );
           log("warn", { event: "document.dangling", tenant: this.#tenant, outcome: "error" });
           return;
         }
-        const oldKey = await this.#keyring.key(current.key_version);
-        const plaintext = decryptingReadable(object.body, oldKey, this.context(key, current.key_version));
-        await this.#write(key, plaintext, current.size, newKey, target, current.content_type);
-        this.#transaction(() => {
-          // RETURNING counts rows (rowsWritten would also count index rows).
-          const updated = this.#sql
-            .exec(
-              `UPDATE documents SET key_version = ? WHERE tenant = ? AND id = ? AND key_version = ? RETURNING 1`,
-              target,
-              this.#tenant,
-              current.id,
-              current.key_version,
-            )
-            .toArray().length;
-          inTransaction(updated);
-          done += updated;
-        });
+        const sealed = await this.#sealedVersion(current, key, object);
+        const plaintext = decryptingReadable(object.body, await this.#keyring.key(sealed), this.context(key, sealed));
+        const generation = newGeneration();
+        const upload = (next: string) =>
+          putEncrypted(this.#bucket, next, plaintext, current.size, newKey, this.context(next, target), {
+            keyVersion: target,
+            contentType: current.content_type,
+          });
+        const commit = () => {
+          // Commits only if the row still names the generation that was read (a concurrent write wins).
+          const updated = this.#sql.exec(
+            `UPDATE documents SET generation = ?, key_version = ?
+             WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
+            generation,
+            target,
+            this.#tenant,
+            current.id,
+            current.generation,
+            current.key_version,
+          ).rowsWritten;
+          if (updated === 0) return undefined;
+          // Counted inside the commit transaction (blob-custody.ts): a crash cannot separate the two.
+          inTransaction(1);
+          return current;
+        };
+        try {
+          if (await this.#custody.replace(current.id, generation, now, upload, commit)) done++;
+        } finally {
+          await plaintext.cancel().catch(() => undefined); // releases the old object's body if it was not read
+        }
       });
     }
     return done;
@@ -294,33 +331,49 @@ export class EncryptedBlobs {
     if (keys.length) await this.#bucket.delete([...keys]);
   }
 
-  async #write(
-    key: string,
-    body: ReadableStream<Uint8Array> | Uint8Array,
-    length: number,
-    dataKey: Uint8Array,
-    version: number,
-    contentType: string,
-  ): Promise<void> {
-    const source = body instanceof Uint8Array ? (new Response(body).body as ReadableStream<Uint8Array>) : body;
-    const fixed = new FixedLengthStream(ciphertextLength(length));
-    // One pull-based stage: the length check and the encryption run in the same pull (see pullThrough).
-    const pumped = pullThrough(
-      source,
-      exactLength(encryptingTransformer(dataKey, this.context(key, version)), length),
-    ).pipeTo(fixed.writable);
-    const stored = this.#bucket.put(key, fixed.readable, {
-      httpMetadata: { contentType: "application/octet-stream" },
-      customMetadata: { format: "c2sp-chunked-aes256gcm-v1", keyVersion: String(version), contentType },
-    });
-    // A body that fails (too short, too long, client gone) errors the fixed-length stream, so R2 stores nothing.
-    const [pump, put] = await Promise.allSettled([pumped, stored]);
-    if (pump.status === "rejected") {
-      throw pump.reason instanceof KbError
-        ? pump.reason
-        : new KbError("ERR_BAD_REQUEST", "document body could not be read");
-    }
-    if (put.status === "rejected") throw new KbError("ERR_INTERNAL", "document could not be stored");
+  /**
+   * A clean-up job step: deletes up to `limit` objects that no row names (left by a crash or a failed R2 call
+   * between the steps of blob-custody.ts) and their candidate rows. Idempotent; returns how many it collected.
+   */
+  async collectGarbage(limit = 100): Promise<number> {
+    return this.#custody.collect(limit, (id, fn) => this.#exclusive(id, fn));
+  }
+
+  /** Garbage candidates still recorded (uploads in progress included). */
+  pendingGarbage(): number {
+    return this.#custody.pending();
+  }
+
+  /** Offboarding: drops every garbage candidate row (the purge deletes the whole prefix anyway). */
+  forgetGarbage(): number {
+    return this.#custody.purgeAll();
+  }
+
+  /**
+   * The key version the row's object is sealed under: the row's own. A legacy row (no generation) may be one
+   * rotation behind its object, left by the R2-then-row order of schema 3 (a crash between the two made it
+   * unreadable): then the version the object's metadata names is used, only if the key commitment confirms it,
+   * so that the rotation repairs the row instead of failing on it forever.
+   */
+  async #sealedVersion(row: DocumentRow, key: string, object: R2Object): Promise<number> {
+    const labelled = Number(object.customMetadata?.keyVersion);
+    const known = this.#keyring.list().some((info) => info.version === labelled);
+    if (row.generation !== null || labelled === row.key_version || !known) return row.key_version;
+    const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
+    if (!header) return row.key_version;
+    const bytes = new Uint8Array(await header.arrayBuffer());
+    const opens = async (version: number) =>
+      openRandomAccess(await this.#keyring.key(version), this.context(key, version), bytes, header.size).then(
+        () => true,
+        () => false,
+      );
+    if ((await opens(row.key_version)) || !(await opens(labelled))) return row.key_version;
+    log("warn", { event: "document.version_repaired", tenant: this.#tenant, outcome: "ok" });
+    return labelled;
+  }
+
+  #keyOf(row: DocumentRow): string {
+    return documentObjectKey(this.#tenant, row.id, row.generation);
   }
 
   async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
@@ -340,52 +393,15 @@ export class EncryptedBlobs {
 
   #row(id: string): DocumentRow | undefined {
     return this.#sql
-      .exec<DocumentRow>(
-        `SELECT id, key_version, size, content_type, created_at, updated_at FROM documents WHERE tenant = ? AND id = ?`,
-        this.#tenant,
-        id,
-      )
+      .exec<DocumentRow>(`SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id)
       .toArray()[0];
   }
-}
-
-/** Plaintext range for an HTTP-style request; 416-style errors for unsatisfiable ones. */
-export function resolveRange(range: RangeRequest, size: number): ByteRange {
-  if ("suffix" in range) {
-    if (!Number.isSafeInteger(range.suffix) || range.suffix <= 0 || size === 0) throw unsatisfiable();
-    return { start: Math.max(0, size - range.suffix), end: size };
-  }
-  const { offset, length } = range;
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset >= size) throw unsatisfiable();
-  if (length !== undefined && (!Number.isSafeInteger(length) || length <= 0)) throw unsatisfiable();
-  return { start: offset, end: length === undefined ? size : Math.min(size, offset + length) };
-}
-
-function unsatisfiable(): KbError {
-  return new KbError("ERR_RANGE", "Range Not Satisfiable");
 }
 
 function checkId(id: string): void {
   if (typeof id !== "string" || !LIMITS.idPattern.test(id)) {
     throw new KbError("ERR_INVALID_PARAMS", `document id must match ${LIMITS.idPattern.source}`);
   }
-}
-
-/** Wraps a transformer: its input fails if it is longer or shorter than declared (checked before `inner` sees it). */
-function exactLength(inner: Transformer<Uint8Array, Uint8Array>, length: number): Transformer<Uint8Array, Uint8Array> {
-  let seen = 0;
-  return {
-    start: (controller) => inner.start?.(controller),
-    transform(chunk, controller) {
-      seen += chunk.byteLength;
-      if (seen > length) throw new KbError("ERR_BAD_REQUEST", "document body is longer than its declared length");
-      return inner.transform?.(chunk, controller);
-    },
-    flush(controller) {
-      if (seen !== length) throw new KbError("ERR_BAD_REQUEST", "document body is shorter than its declared length");
-      return inner.flush?.(controller);
-    },
-  };
 }
 
 function toMeta(row: DocumentRow): DocumentMeta {

@@ -161,6 +161,7 @@ export class TenantLifecycle {
       this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM tenant_meta WHERE key IN ('egress_policy', 'purge_r2_pending')`);
+      this.#ctx.blobs.forgetGarbage();
       const done = this.receipt() as ShredReceipt;
       done.residuePurgedAt = new Date(now).toISOString();
       done.completedAt = new Date(now).toISOString();

@@ -2,7 +2,7 @@
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -66,10 +66,12 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, vector_id)
    )`,
   `CREATE UNIQUE INDEX IF NOT EXISTS vectorize_ids_by_atom ON vectorize_ids (tenant, atom_id)`,
-  // Tenant documents: the bytes are in R2 (t/<tenant>/docs/<id>), encrypted under data key `key_version`.
+  // Tenant documents: the bytes are in R2 at t/<tenant>/docs/<id>/<generation> (t/<tenant>/docs/<id> when
+  // generation is NULL: rows written before schema 4), encrypted under data key `key_version` (src/blob/blob-gc.ts).
   `CREATE TABLE IF NOT EXISTS documents (
      tenant       TEXT NOT NULL,
      id           TEXT NOT NULL,
+     generation   TEXT,
      key_version  INTEGER NOT NULL,
      size         INTEGER NOT NULL,
      content_type TEXT NOT NULL,
@@ -78,6 +80,17 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, id)
    )`,
   `CREATE INDEX IF NOT EXISTS documents_by_key_version ON documents (tenant, key_version)`,
+  // R2 objects that may exist without a documents row naming them (an upload in progress, or an object replaced or
+  // deleted whose R2 delete has not happened yet); collected by EncryptedBlobs.collectGarbage.
+  `CREATE TABLE IF NOT EXISTS blob_gc (
+     tenant      TEXT NOT NULL,
+     object_key  TEXT NOT NULL,
+     document_id TEXT NOT NULL,
+     generation  TEXT,
+     reason      TEXT NOT NULL,
+     created_at  INTEGER NOT NULL,
+     PRIMARY KEY (tenant, object_key)
+   )`,
   // Extraction runs started for this tenant; each attempt runs in a fresh ExtractionRun object (object_id).
   `CREATE TABLE IF NOT EXISTS extraction_runs (
      tenant      TEXT NOT NULL,
@@ -115,8 +128,18 @@ export const SCHEMA = [
    )`,
 ];
 
+/** Columns added after a table's first release: [table, column, declaration]. Added if missing, never dropped. */
+const ADDED_COLUMNS: readonly (readonly ["documents", string, string])[] = [["documents", "generation", "TEXT"]];
+
 export function migrate(sql: SqlStorage): void {
   for (const statement of SCHEMA) sql.exec(statement);
+  for (const [table, column, declaration] of ADDED_COLUMNS) {
+    // Databases created before the column existed (CREATE TABLE IF NOT EXISTS kept their old shape).
+    const columns = sql.exec<{ name: string }>(`PRAGMA table_info(${table})`).toArray();
+    if (!columns.some((info) => info.name === column)) {
+      sql.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${declaration}`);
+    }
+  }
   sql.exec(
     `INSERT INTO tenant_meta (key, value) VALUES ('schema_version', ?)
      ON CONFLICT (key) DO UPDATE SET value = excluded.value`,

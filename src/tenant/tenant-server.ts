@@ -57,7 +57,14 @@ export class TenantServer extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    ctx.blockConcurrencyWhile(async () => migrate(ctx.storage.sql));
+    ctx.blockConcurrencyWhile(async () => {
+      migrate(ctx.storage.sql);
+      // After a crash, work may be left that no alarm is set for (garbage objects of an interrupted write, a run
+      // whose synchronous driver died): make sure the jobs look at it.
+      if (hasPendingWork(ctx.storage.sql) && (await ctx.storage.getAlarm()) === null) {
+        await ctx.storage.setAlarm(Date.now() + 1000);
+      }
+    });
   }
 
   async serveMcp(request: Request, identity: Identity, requestId: string): Promise<Response> {
@@ -215,6 +222,11 @@ export class TenantServer extends DurableObject<Env> {
     const jobs: Job[] = [];
     if (lifecycle.state() === "active") {
       jobs.push({ name: "rotation", step: () => lifecycle.rotationStep() });
+      // R2 objects no row names (a crash between the steps of src/blob/blob-custody.ts): collected, a batch a step.
+      jobs.push({
+        name: "blob-gc",
+        step: async () => ((await context.blobs.collectGarbage(100)) > 0 ? "more" : "idle"),
+      });
       const runs = context.runs();
       for (const runId of runs.pending()) {
         // Each queued (or interrupted) run is its own job, driven in a fresh run object per attempt.
@@ -355,3 +367,14 @@ export class TenantServer extends DurableObject<Env> {
 }
 
 export type { DocumentMeta };
+
+/** Whether a background job has something to do (checked when the object starts). */
+function hasPendingWork(sql: SqlStorage): boolean {
+  const one = (query: string) => sql.exec(query).toArray().length > 0;
+  return (
+    one(`SELECT 1 FROM blob_gc LIMIT 1`) ||
+    one(`SELECT 1 FROM extraction_runs WHERE status IN ('queued', 'running') LIMIT 1`) ||
+    one(`SELECT 1 FROM job_state LIMIT 1`) ||
+    one(`SELECT 1 FROM tenant_meta WHERE key = 'state' AND value = 'offboarding'`)
+  );
+}

@@ -4,6 +4,7 @@ import type { DownstreamResource, EgressPolicy } from "../../src/egress/egress-p
 import { parseEgressPolicy } from "../../src/egress/egress-policy";
 import { type TenantFetchOptions, tenantFetch } from "../../src/egress/tenant-fetch";
 import { isKbError } from "../../src/errors";
+import { storedKey } from "../helpers/docs";
 import {
   bearerOf,
   claimsOf,
@@ -312,7 +313,7 @@ describe("import_url happy path", () => {
     const read = await caller.ok<{ text: string }>("get_document", { id: "report" });
     expect(read.text).toBe(REPORT);
     // At rest: an R2 object under the tenant's prefix that does not contain the plaintext.
-    const stored = await r2Bytes(`t/${T}/docs/report`);
+    const stored = await r2Bytes(await storedKey(T, "report"));
     expect(stored).not.toBeNull();
     const storedText = new TextDecoder("latin1").decode(stored ?? new Uint8Array());
     expect(storedText).not.toContain("plaintext-marker-7f3a9");

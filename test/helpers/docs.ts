@@ -113,8 +113,28 @@ export function randomBytes(length: number): Uint8Array {
   return out;
 }
 
-/** The object key of a document in R2, as the server builds it. */
+/** The legacy object key of a document (rows without a generation); each write now adds `/<generation>`. */
 export const objectKey = (tenant: string, id: string) => `t/${tenant}/docs/${id}`;
+
+/** The object key the document's row names (t/<tenant>/docs/<id>/<generation>, or the legacy key). */
+export async function storedKey(tenant: string, id: string): Promise<string> {
+  const row = await runInDurableObject(
+    tenantStub(tenant),
+    (_instance, state) =>
+      state.storage.sql
+        .exec<{ generation: string | null }>(`SELECT generation FROM documents WHERE tenant = ? AND id = ?`, tenant, id)
+        .toArray()[0],
+  );
+  if (!row) throw new Error(`no documents row ${id} in ${tenant}`);
+  return row.generation === null ? objectKey(tenant, id) : `${objectKey(tenant, id)}/${row.generation}`;
+}
+
+/** Every R2 key holding some generation of document `id` (the legacy key included). */
+export async function documentKeys(tenant: string, id: string): Promise<string[]> {
+  const base = objectKey(tenant, id);
+  const listed = await env.DOCS.list({ prefix: base });
+  return listed.objects.map((object) => object.key).filter((key) => key === base || key.startsWith(`${base}/`));
+}
 
 /** Every key in the bucket (this test file's storage only). */
 export async function allBucketKeys(): Promise<string[]> {

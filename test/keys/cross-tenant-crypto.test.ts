@@ -9,11 +9,13 @@ import {
   containsBytes,
   type DocClient,
   docClient,
+  documentKeys,
   equalBytes,
   objectKey,
   putOk,
   r2Bytes,
   readBody,
+  storedKey,
   tenantStub,
 } from "../helpers/docs";
 import { expectSafeErrorResponse } from "../helpers/http";
@@ -61,7 +63,7 @@ async function plantDocument(tenant: string, id: string, bytes: Uint8Array, row:
     state.storage.sql.exec(
       `INSERT INTO documents (tenant, id, key_version, size, content_type, created_at, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (tenant, id) DO UPDATE SET key_version = excluded.key_version, size = excluded.size`,
+       ON CONFLICT (tenant, id) DO UPDATE SET generation = NULL, key_version = excluded.key_version, size = excluded.size`,
       tenant,
       id,
       row.key_version,
@@ -127,7 +129,7 @@ describe("documents: ciphertext moved across tenants, ids and key versions", () 
     const range = await a.get("secret", "bytes=-100");
     expect(range.status).toBe(206);
     expect(equalBytes(new Uint8Array(await range.arrayBuffer()), SECRET.subarray(SECRET.byteLength - 100))).toBe(true);
-    expect(equalBytes((await r2Bytes(objectKey(tenantA, "secret"))) ?? new Uint8Array(), ciphertextA)).toBe(true);
+    expect(equalBytes((await r2Bytes(await storedKey(tenantA, "secret"))) ?? new Uint8Array(), ciphertextA)).toBe(true);
   };
 
   beforeAll(async () => {
@@ -137,7 +139,7 @@ describe("documents: ciphertext moved across tenants, ids and key versions", () 
     bobMcp = await kbCaller(tenantB, { sub: "bob" });
     await putOk(a, "secret", SECRET, "text/plain");
     await putOk(b, "b-own", te.encode("B's own document, readable by B"), "text/plain");
-    ciphertextA = (await r2Bytes(objectKey(tenantA, "secret"))) ?? new Uint8Array();
+    ciphertextA = (await r2Bytes(await storedKey(tenantA, "secret"))) ?? new Uint8Array();
     rowA = await documentRow(tenantA, "secret");
     expect(rowA.key_version).toBe(1);
     expect((await documentRow(tenantB, "b-own")).key_version).toBe(1);
@@ -211,20 +213,35 @@ describe("documents: ciphertext moved across tenants, ids and key versions", () 
         runInDurableObject(tenantStub(tenant), (_instance, state) => {
           state.storage.sql.exec(`UPDATE documents SET key_version = ? WHERE id = ?`, version, id);
         });
-      await plantDocument(tenant, "relabel-up", (await r2Bytes(objectKey(tenant, "v1-doc"))) ?? new Uint8Array(), {
-        ...(await documentRow(tenant, "v1-doc")),
-        id: "relabel-up",
-      });
+      await plantDocument(
+        tenant,
+        "relabel-up",
+        (await r2Bytes(await storedKey(tenant, "v1-doc"))) ?? new Uint8Array(),
+        {
+          ...(await documentRow(tenant, "v1-doc")),
+          id: "relabel-up",
+        },
+      );
       await relabel("relabel-up", 2);
-      await plantDocument(tenant, "relabel-down", (await r2Bytes(objectKey(tenant, "v2-doc"))) ?? new Uint8Array(), {
-        ...(await documentRow(tenant, "v2-doc")),
-        id: "relabel-down",
-      });
+      await plantDocument(
+        tenant,
+        "relabel-down",
+        (await r2Bytes(await storedKey(tenant, "v2-doc"))) ?? new Uint8Array(),
+        {
+          ...(await documentRow(tenant, "v2-doc")),
+          id: "relabel-down",
+        },
+      );
       await relabel("relabel-down", 1);
-      await plantDocument(tenant, "relabel-gone", (await r2Bytes(objectKey(tenant, "v1-doc"))) ?? new Uint8Array(), {
-        ...(await documentRow(tenant, "v1-doc")),
-        id: "relabel-gone",
-      });
+      await plantDocument(
+        tenant,
+        "relabel-gone",
+        (await r2Bytes(await storedKey(tenant, "v1-doc"))) ?? new Uint8Array(),
+        {
+          ...(await documentRow(tenant, "v1-doc")),
+          id: "relabel-gone",
+        },
+      );
       await relabel("relabel-gone", 9);
     });
 
@@ -277,7 +294,7 @@ describe("wrapped keys moved across tenants", () => {
     await putOk(a, "secret", SECRET, "text/plain");
     await putOk(b, "b-own", te.encode("B's own document"), "text/plain");
     // B also holds a copy of A's object with a row claiming it.
-    await plantDocument(tenantB, "secret", (await r2Bytes(objectKey(tenantA, "secret"))) ?? new Uint8Array(), {
+    await plantDocument(tenantB, "secret", (await r2Bytes(await storedKey(tenantA, "secret"))) ?? new Uint8Array(), {
       ...(await documentRow(tenantA, "secret")),
       tenant: tenantB,
     });
@@ -351,7 +368,7 @@ describe("wrapped keys moved across tenants", () => {
     // And cannot write with it either (nothing is encrypted under a key that failed to unwrap).
     const put = await b.put("new-doc", te.encode("new"), "text/plain");
     expect(put.status).toBe(500);
-    expect(await r2Bytes(objectKey(tenantB, "new-doc"))).toBeNull();
+    expect(await documentKeys(tenantB, "new-doc")).toEqual([]);
 
     // A is unaffected.
     const body = await readBody(await a.get("secret"));

@@ -11,12 +11,13 @@ import {
   containsBytes,
   type DocClient,
   docClient,
+  documentKeys,
   equalBytes,
-  objectKey,
   putOk,
   r2Bytes,
   randomBytes,
   readBody,
+  storedKey,
   tenantStub,
 } from "../helpers/docs";
 import { jsonRpcErrorCode } from "../helpers/http";
@@ -105,7 +106,7 @@ describe("documents over MCP", () => {
     expect(got.range).toEqual({ start: 0, end: size });
     expect(got.document).toEqual(document);
 
-    const stored = await r2Bytes(objectKey(tenant, "notes.v1"));
+    const stored = await r2Bytes(await storedKey(tenant, "notes.v1"));
     expect(stored).not.toBeNull();
     expect(stored?.byteLength).toBe(ciphertextLength(size));
     expect(containsBytes(stored ?? new Uint8Array(), te.encode("Quarterly notes"))).toBe(false);
@@ -185,7 +186,7 @@ describe("documents over MCP", () => {
       base64: base64url(new Uint8Array(MCP_DOCUMENT_MAX_BYTES + 1)),
     });
     expect((overBinary.result.structuredContent as { error: { code: string } }).error.code).toBe("ERR_LIMIT");
-    expect(await r2Bytes(objectKey(tenant, "too-big"))).toBeNull();
+    expect(await documentKeys(tenant, "too-big")).toEqual([]);
     expect(refusal(await alice.call("get_document", { id: "too-big" })).code).toBe("ERR_NOT_FOUND");
 
     const exact = await callToolInObject(tenant, ["mcp", "kb.read", "kb.write"], "put_document", {
@@ -193,7 +194,9 @@ describe("documents over MCP", () => {
       text: "y".repeat(MCP_DOCUMENT_MAX_BYTES),
     });
     expect(exact.result.isError, exact.text).not.toBe(true);
-    expect((await r2Bytes(objectKey(tenant, "max-size")))?.byteLength).toBe(ciphertextLength(MCP_DOCUMENT_MAX_BYTES));
+    expect((await r2Bytes(await storedKey(tenant, "max-size")))?.byteLength).toBe(
+      ciphertextLength(MCP_DOCUMENT_MAX_BYTES),
+    );
   });
 
   it("get_document over 512 KiB needs a range; a range of at most 512 KiB works", async () => {
@@ -273,7 +276,7 @@ describe("documents over HTTP /v1/documents/:id", () => {
     });
     const response = await docs.request("no-length", { method: "PUT", body, duplex: "half" } as RequestInit);
     await expectDocError(response, 411, "ERR_LENGTH_REQUIRED");
-    expect(await r2Bytes(objectKey(tenant, "no-length"))).toBeNull();
+    expect(await documentKeys(tenant, "no-length")).toEqual([]);
     expect((await docs.get("no-length")).status).toBe(404);
   });
 
@@ -313,7 +316,7 @@ describe("documents over HTTP /v1/documents/:id", () => {
         duplex: "half",
       } as RequestInit);
       await expectDocError(response, 400, "ERR_BAD_REQUEST");
-      expect(await r2Bytes(objectKey(tenant, id)), id).toBeNull();
+      expect(await documentKeys(tenant, id), id).toEqual([]);
       expect((await docs.get(id)).status, id).toBe(404);
     }
     expect((await documentRows(tenant)).map((row) => row.id)).not.toEqual(
@@ -323,7 +326,7 @@ describe("documents over HTTP /v1/documents/:id", () => {
     // A failed overwrite leaves the previous version whole, in R2 and in the index.
     const original = randomBytes(20_000);
     await putOk(docs, "keep-me", original);
-    const storedBefore = await r2Bytes(objectKey(tenant, "keep-me"));
+    const storedBefore = await r2Bytes(await storedKey(tenant, "keep-me"));
     const rowBefore = (await documentRows(tenant)).find((row) => row.id === "keep-me");
     const short = await docs.request("keep-me", {
       method: "PUT",
@@ -332,7 +335,10 @@ describe("documents over HTTP /v1/documents/:id", () => {
     });
     await expectDocError(short, 400, "ERR_BAD_REQUEST");
     expect(
-      equalBytes((await r2Bytes(objectKey(tenant, "keep-me"))) ?? new Uint8Array(), storedBefore ?? new Uint8Array(1)),
+      equalBytes(
+        (await r2Bytes(await storedKey(tenant, "keep-me"))) ?? new Uint8Array(),
+        storedBefore ?? new Uint8Array(1),
+      ),
     ).toBe(true);
     expect((await documentRows(tenant)).find((row) => row.id === "keep-me")).toEqual(rowBefore);
     const got = await docs.get("keep-me");
@@ -369,7 +375,7 @@ describe("documents over HTTP /v1/documents/:id", () => {
       expect(head.headers.get("content-length")).toBe(String(size));
       expect(await head.text()).toBe("");
 
-      const object = await env.DOCS.get(objectKey(tenant, id));
+      const object = await env.DOCS.get(await storedKey(tenant, id));
       expect(object).not.toBeNull();
       const ciphertext = new Uint8Array(await (object as R2ObjectBody).arrayBuffer());
       expect(ciphertext.byteLength).toBe(ciphertextLength(size));
@@ -491,7 +497,7 @@ describe("documents over HTTP /v1/documents/:id", () => {
       headers: { "content-length": String(1024 * 1024 * 1024 + 1) },
     });
     await expectDocError(response, 400, "ERR_LIMIT");
-    expect(await r2Bytes(objectKey(tenant, "huge"))).toBeNull();
+    expect(await documentKeys(tenant, "huge")).toEqual([]);
   });
 
   it("PUT replaces a document; createdAt is kept", async () => {
@@ -509,16 +515,16 @@ describe("documents over HTTP /v1/documents/:id", () => {
 
   it("an invalid content type is refused", async () => {
     await expectDocError(await docs.put("typed", te.encode("x"), "not a type"), 400, "ERR_INVALID_PARAMS");
-    expect(await r2Bytes(objectKey(tenant, "typed"))).toBeNull();
+    expect(await documentKeys(tenant, "typed")).toEqual([]);
   });
 
   it("DELETE: 204, then 404 for GET, HEAD and DELETE; the R2 object is gone", async () => {
     await putOk(docs, "delete-me", randomBytes(20_000));
-    expect(await r2Bytes(objectKey(tenant, "delete-me"))).not.toBeNull();
+    expect(await r2Bytes(await storedKey(tenant, "delete-me"))).not.toBeNull();
     const deleted = await docs.request("delete-me", { method: "DELETE" });
     expect(deleted.status).toBe(204);
     expect(await deleted.text()).toBe("");
-    expect(await r2Bytes(objectKey(tenant, "delete-me"))).toBeNull();
+    expect(await documentKeys(tenant, "delete-me")).toEqual([]);
     await expectDocError(await docs.get("delete-me"), 404, "ERR_NOT_FOUND");
     expect((await docs.request("delete-me", { method: "HEAD" })).status).toBe(404);
     await expectDocError(await docs.request("delete-me", { method: "DELETE" }), 404, "ERR_NOT_FOUND");
@@ -554,23 +560,31 @@ describe("documents over HTTP /v1/documents/:id", () => {
     expect(anonymous.status).toBe(401);
   });
 
-  it("at rest: key layout t/<tenant>/docs/<id>, ciphertext not the plaintext and not containing it", async () => {
+  it("at rest: key layout t/<tenant>/docs/<id>/<generation>, ciphertext not the plaintext and not containing it", async () => {
     const plaintext = te.encode(`CANARY-DOC-${crypto.randomUUID()} `.repeat(2000));
     await putOk(docs, "at-rest", plaintext, "text/plain");
     const keys = (await allBucketKeys()).filter((key) => key.startsWith(`t/${tenant}/`));
-    expect(keys).toContain(`t/${tenant}/docs/at-rest`);
-    for (const key of keys) expect(key).toMatch(new RegExp(`^t/${tenant}/docs/${LIMITS.idPattern.source.slice(1)}`));
-    const ciphertext = (await r2Bytes(`t/${tenant}/docs/at-rest`)) ?? new Uint8Array();
+    const first = await storedKey(tenant, "at-rest");
+    expect(first).toMatch(new RegExp(`^t/${tenant}/docs/at-rest/[0-9a-f]{32}$`));
+    expect(keys).toContain(first);
+    for (const key of keys) {
+      expect(key).toMatch(new RegExp(`^t/${tenant}/docs/${LIMITS.idPattern.source.slice(1, -1)}/[0-9a-f]{32}$`));
+    }
+    const ciphertext = (await r2Bytes(first)) ?? new Uint8Array();
     expect(ciphertext.byteLength).toBe(ciphertextLength(plaintext.byteLength));
     expect(equalBytes(ciphertext, plaintext)).toBe(false);
     expect(containsBytes(ciphertext, plaintext)).toBe(false);
     expect(containsBytes(ciphertext, te.encode("CANARY-DOC-"))).toBe(false);
     // Two uploads of the same plaintext give unrelated ciphertexts (fresh salt per object).
     await putOk(docs, "at-rest-2", plaintext, "text/plain");
-    const other = (await r2Bytes(`t/${tenant}/docs/at-rest-2`)) ?? new Uint8Array();
+    const other = (await r2Bytes(await storedKey(tenant, "at-rest-2"))) ?? new Uint8Array();
     expect(equalBytes(other.subarray(0, 64), ciphertext.subarray(0, 64))).toBe(false);
     await putOk(docs, "at-rest", plaintext, "text/plain");
-    const rewritten = (await r2Bytes(`t/${tenant}/docs/at-rest`)) ?? new Uint8Array();
+    // An overwrite is a new object (new generation); the replaced one is deleted once the row names the new one.
+    const second = await storedKey(tenant, "at-rest");
+    expect(second).not.toBe(first);
+    expect(await documentKeys(tenant, "at-rest")).toEqual([second]);
+    const rewritten = (await r2Bytes(second)) ?? new Uint8Array();
     expect(
       equalBytes(rewritten.subarray(HEADER_SIZE, HEADER_SIZE + 64), ciphertext.subarray(HEADER_SIZE, HEADER_SIZE + 64)),
     ).toBe(false);
@@ -590,7 +604,9 @@ describe("documents across tenants", () => {
     const got = await a.get("shared-id");
     expect(got.status).toBe(200);
     expect(equalBytes(new Uint8Array(await got.arrayBuffer()), secret)).toBe(true);
-    expect((await r2Bytes(objectKey(tenantA, "shared-id")))?.byteLength).toBe(ciphertextLength(secret.byteLength));
+    expect((await r2Bytes(await storedKey(tenantA, "shared-id")))?.byteLength).toBe(
+      ciphertextLength(secret.byteLength),
+    );
     const mcp = await aliceMcp.ok<GetOut>("get_document", { id: "shared-id", offset: 0, length: 64 });
     expect(mcp.text).toBe(new TextDecoder().decode(secret.subarray(0, 64)));
   };
@@ -621,11 +637,14 @@ describe("documents across tenants", () => {
   });
 
   it("B writing the same id creates B's own object under B's prefix; A's is untouched", async () => {
-    const before = await r2Bytes(objectKey(tenantA, "shared-id"));
+    const before = await r2Bytes(await storedKey(tenantA, "shared-id"));
     await putOk(b, "shared-id", te.encode("B's document with the same id"), "text/plain");
     expect(await (await b.get("shared-id")).text()).toBe("B's document with the same id");
     expect(
-      equalBytes((await r2Bytes(objectKey(tenantA, "shared-id"))) ?? new Uint8Array(), before ?? new Uint8Array(1)),
+      equalBytes(
+        (await r2Bytes(await storedKey(tenantA, "shared-id"))) ?? new Uint8Array(),
+        before ?? new Uint8Array(1),
+      ),
     ).toBe(true);
     await expectAIntact();
     expect((await b.request("shared-id", { method: "DELETE" })).status).toBe(204);
@@ -668,16 +687,16 @@ describe("documents across tenants", () => {
     await expectAIntact();
   });
 
-  it("every key in the bucket is t/<known tenant>/docs/<valid id>: nothing was written outside a tenant prefix", async () => {
+  it("every key in the bucket is t/<known tenant>/docs/<valid id>/<generation>: nothing was written outside a tenant prefix", async () => {
     const keys = await allBucketKeys();
     expect(keys.length).toBeGreaterThan(10);
     const idPattern = LIMITS.idPattern;
     for (const key of keys) {
-      const match = /^t\/([^/]+)\/docs\/(.+)$/.exec(key);
+      const match = /^t\/([^/]+)\/docs\/([^/]+)\/[0-9a-f]{32}$/.exec(key);
       expect(match, key).not.toBeNull();
       expect(TENANTS.has(match?.[1] ?? ""), key).toBe(true);
       expect(idPattern.test(match?.[2] ?? ""), key).toBe(true);
     }
-    expect(keys.filter((key) => key.startsWith(`t/${tenantB}/`)).sort()).toEqual([`t/${tenantB}/docs/b-own`]);
+    expect(keys.filter((key) => key.startsWith(`t/${tenantB}/`)).sort()).toEqual([await storedKey(tenantB, "b-own")]);
   });
 });

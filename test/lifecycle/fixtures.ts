@@ -112,7 +112,7 @@ export function readAllDocuments(tenant: string, master?: MasterKeys): Promise<M
   return runInDurableObject(tenantStub(tenant), async (_instance, state) => {
     const sql = state.storage.sql;
     const keyring = new TenantKeyring(sql, tenant, master ?? MasterKeys.fromEnv(env));
-    const blobs = new EncryptedBlobs(env.DOCS, tenant, keyring, sql);
+    const blobs = new EncryptedBlobs(env.DOCS, tenant, keyring, sql, (fn) => state.storage.transactionSync(fn));
     const out = new Map<string, Uint8Array>();
     for (const meta of blobs.list(1000)) {
       const got = await blobs.get(meta.id);

@@ -262,7 +262,7 @@ describe("offboarding tenant A", () => {
     expect(await count(A, "mcp_sessions")).toBe(0);
     expect(await count(A, "atoms")).toBe(ATOM_COUNT);
     expect(await count(A, "documents")).toBe(HTTP_DOCS + MCP_DOCS);
-    expect(await env.DOCS.head(`t/${A}/docs/brand-new`)).toBeNull();
+    expect((await env.DOCS.list({ prefix: `t/${A}/docs/brand-new` })).objects).toEqual([]);
 
     const status = await tenantStatus(A);
     expect(status).toMatchObject({ state: "offboarding", keys: [], rotation: null });
@@ -451,7 +451,7 @@ describe("finality of the shred, with copies of everything", () => {
     const documents = kept.objects.filter((object) => object.keyVersion > 0);
     expect(documents).toHaveLength(HTTP_DOCS + MCP_DOCS);
     for (const object of documents) {
-      const id = object.key.split("/").at(-1) ?? "";
+      const id = object.key.split("/")[3] ?? ""; // t/<tenant>/docs/<id>/<generation>
       expect(await decrypt(recovered.key, contextFor(object.key, object.keyVersion), object.bytes)).toEqual(
         kept.docs.get(id),
       );

@@ -19,6 +19,7 @@ import {
   tenantStatus,
   tenantStub,
 } from "../helpers/admin";
+import { documentKeys, storedKey } from "../helpers/docs";
 import { type KbCaller, kbCaller, refusal, type StatsOut, uniqueTenant } from "../helpers/kb-client";
 import { BASE } from "../helpers/tokens";
 import {
@@ -131,7 +132,8 @@ function pausedR2(bucket: R2Bucket): {
       get(target, property) {
         if (property === "put") {
           return async (key: string, value: ReadableStream, options?: R2PutOptions) => {
-            if (key !== armed) return target.put(key, value, options);
+            // `armed` is a document's legacy key; each write goes to `<that key>/<generation>`.
+            if (armed === null || !key.startsWith(`${armed}/`)) return target.put(key, value, options);
             armed = null;
             // Hold the bytes the writer produced, then write them once released.
             const bytes = await new Response(value).arrayBuffer();
@@ -169,9 +171,8 @@ describe("data key rotation", () => {
     expect(before.keys.map((key) => key.version)).toEqual([1]);
     expect(new Set(before.atoms.map((row) => row.key_version))).toEqual(new Set([1]));
     const oldKey = await rawKey(tenant, 1);
-    const oldObject = new Uint8Array(
-      await ((await env.DOCS.get(`t/${tenant}/docs/${docId(0)}`))?.arrayBuffer() ?? new ArrayBuffer(0)),
-    );
+    const oldObjectKey = await storedKey(tenant, docId(0));
+    const oldObject = new Uint8Array(await ((await env.DOCS.get(oldObjectKey))?.arrayBuffer() ?? new ArrayBuffer(0)));
 
     await holdTenantAlarms(tenant);
     await rotate(tenant, [1], 2);
@@ -238,15 +239,17 @@ describe("data key rotation", () => {
     // version 2 (the old key, which did open the old object, opens none of the new ones).
     await expect(rawKey(tenant, 1)).rejects.toMatchObject({ code: "ERR_KEY_UNAVAILABLE" });
     const newKey = await rawKey(tenant, 2);
-    const context = (version: number) =>
-      new TextEncoder().encode(`tenant-mcp-kb/blob/v1\0${tenant}\0t/${tenant}/docs/${docId(0)}\0${version}`);
-    expect(await decrypt(oldKey, context(1), oldObject)).toEqual(docs.get(docId(0)));
-    const newObject = new Uint8Array(
-      await ((await env.DOCS.get(`t/${tenant}/docs/${docId(0)}`))?.arrayBuffer() ?? new ArrayBuffer(0)),
-    );
-    expect(await decrypt(newKey, context(2), newObject)).toEqual(docs.get(docId(0)));
-    await expect(decrypt(oldKey, context(2), newObject)).rejects.toMatchObject({ code: "ERR_DECRYPT" });
-    await expect(decrypt(oldKey, context(1), newObject)).rejects.toMatchObject({ code: "ERR_DECRYPT" });
+    const newObjectKey = await storedKey(tenant, docId(0));
+    expect(newObjectKey).not.toBe(oldObjectKey); // re-encryption writes a new generation
+    expect(await env.DOCS.head(oldObjectKey)).toBeNull(); // and deletes the old one once the row names the new
+    const context = (key: string, version: number) =>
+      new TextEncoder().encode(`tenant-mcp-kb/blob/v1\0${tenant}\0${key}\0${version}`);
+    expect(await decrypt(oldKey, context(oldObjectKey, 1), oldObject)).toEqual(docs.get(docId(0)));
+    const newObject = new Uint8Array(await ((await env.DOCS.get(newObjectKey))?.arrayBuffer() ?? new ArrayBuffer(0)));
+    expect(await decrypt(newKey, context(newObjectKey, 2), newObject)).toEqual(docs.get(docId(0)));
+    await expect(decrypt(oldKey, context(newObjectKey, 2), newObject)).rejects.toMatchObject({ code: "ERR_DECRYPT" });
+    await expect(decrypt(oldKey, context(newObjectKey, 1), newObject)).rejects.toMatchObject({ code: "ERR_DECRYPT" });
+    await expect(decrypt(newKey, context(oldObjectKey, 2), newObject)).rejects.toMatchObject({ code: "ERR_DECRYPT" });
 
     // After eviction (nothing cached) the same answers.
     await evictAndProve(tenant);
@@ -326,7 +329,7 @@ describe("data key rotation", () => {
       for (const id of newDocIds) expect(stored.documents.find((row) => row.id === id)?.key_version, id).toBe(2);
       for (const id of deletedDocs) {
         expect((await documentRequest(caller.token, "GET", id)).status, id).toBe(404);
-        expect(await env.DOCS.head(`t/${tenant}/docs/${id}`), id).toBeNull();
+        expect(await documentKeys(tenant, id), id).toEqual([]);
       }
       for (const id of [...deletedAtoms].slice(0, 4)) {
         expect(refusal(await caller.call("get_atom", { id })).code).toBe("ERR_ATOM_NOT_FOUND");
@@ -360,7 +363,8 @@ describe("data key rotation", () => {
     expect(after.atoms).toHaveLength(atoms.size);
     expect(after.documents).toHaveLength(docs.size);
     const objects = await r2Objects(`t/${tenant}/`);
-    expect([...objects.keys()].sort()).toEqual([...docs.keys()].map((id) => `t/${tenant}/docs/${id}`).sort());
+    const named = await Promise.all([...docs.keys()].map((id) => storedKey(tenant, id)));
+    expect([...objects.keys()].sort()).toEqual(named.sort());
     // A replaced atom is found by its new text, a deleted one by nothing.
     const hits = await caller.ok<{ results: { id: string; text: string }[] }>("search", {
       query: "replaced in round 1: lynx wolf bison",
@@ -406,7 +410,7 @@ describe("data key rotation", () => {
     } else {
       expect(response.status, text).toBeGreaterThanOrEqual(400);
       expect((await storedRows(tenant)).documents).toEqual([]);
-      expect(await env.DOCS.head(`t/${tenant}/docs/in-flight`)).toBeNull();
+      expect(await documentKeys(tenant, "in-flight")).toEqual([]);
     }
   });
 
@@ -418,7 +422,7 @@ describe("data key rotation", () => {
       const sql = state.storage.sql;
       const keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
       const gate = pausedR2(env.DOCS);
-      const blobs = new EncryptedBlobs(gate.bucket, tenant, keyring, sql);
+      const blobs = new EncryptedBlobs(gate.bucket, tenant, keyring, sql, (fn) => state.storage.transactionSync(fn));
       const old = docBytes(7, 50_000);
       await blobs.put("doc-a", old, old.byteLength, "application/octet-stream");
       await blobs.put("doc-b", old, old.byteLength, "application/octet-stream");
@@ -454,6 +458,7 @@ describe("data key rotation", () => {
         length: body?.byteLength ?? null,
         docB: blobs.head("doc-b"),
         r2: (await env.DOCS.list({ prefix: `t/${tenant}/` })).objects.map((object) => object.key),
+        named: blobs.storedObjectKey("doc-a"),
       };
     });
     expect(outcome.meta).toMatchObject({ size: 26, contentType: "text/plain" });
@@ -462,7 +467,7 @@ describe("data key rotation", () => {
     expect(outcome.length).toBe(26);
     expect(outcome.docB).toBeNull();
     // The deleted document is not resurrected in R2 by the re-encryption's write.
-    expect(outcome.r2).toEqual([`t/${tenant}/docs/doc-a`]);
+    expect(outcome.r2).toEqual([outcome.named]);
   });
 
   it("a document row whose R2 object is missing does not keep the rotation (and the old key) alive forever", async () => {
@@ -471,7 +476,7 @@ describe("data key rotation", () => {
     await caller.ok("add_atoms", { atoms: corpus(3) });
     for (const id of ["kept", "dangling"]) expect((await putDocument(caller.token, id, docBytes(1))).status).toBe(201);
     // E.g. DELETE removed the object, then the object was evicted before the row went.
-    await env.DOCS.delete(`t/${tenant}/docs/dangling`);
+    await env.DOCS.delete(await storedKey(tenant, "dangling"));
     await holdTenantAlarms(tenant);
     await rotate(tenant, [1], 2);
     for (let i = 0; i < 10 && !(await tenantStatus(tenant)).rotation?.completedAt; i++) await stepTenantAlarm(tenant);
