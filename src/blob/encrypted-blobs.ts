@@ -6,6 +6,7 @@ import { log } from "../log";
 import { BlobCustody } from "./blob-custody";
 import { documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
 import { putEncrypted } from "./blob-stream";
+import { rangeReadable } from "./range-stream";
 import { type ByteRange, type RangeRequest, resolveRange } from "./ranges";
 
 /**
@@ -194,15 +195,11 @@ export class EncryptedBlobs {
     const span = reader.chunkSpan(wanted.start, wanted.end);
     const slice = await this.#bucket.get(key, {
       range: { offset: span.ciphertextStart, length: span.ciphertextEnd - span.ciphertextStart },
+      onlyIf: { etagMatches: header.etag },
     });
-    if (!slice) throw new KbError("ERR_DECRYPT", "decryption failed");
-    const plain = await reader.decryptChunks(span.firstChunk, new Uint8Array(await slice.arrayBuffer()));
-    const bytes = plain.subarray(wanted.start - span.plaintextStart, wanted.end - span.plaintextStart);
-    return {
-      meta: toMeta(row),
-      body: new Response(bytes).body as ReadableStream<Uint8Array>,
-      range: wanted,
-    };
+    if (!slice || !("body" in slice)) throw new KbError("ERR_DECRYPT", "decryption failed");
+    // Streamed chunk by chunk (bounded memory, like a whole GET), never buffered whole.
+    return { meta: toMeta(row), body: rangeReadable(reader, span, wanted, slice.body), range: wanted };
   }
 
   /** Removes the row and records its object as garbage in one transaction (the commit point), then deletes it. */
