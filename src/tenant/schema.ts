@@ -2,7 +2,7 @@
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -94,6 +94,17 @@ export const SCHEMA = [
      created_at  INTEGER NOT NULL,
      updated_at  INTEGER NOT NULL,
      PRIMARY KEY (tenant, run_id)
+   )`,
+  // The atoms each unfinished extraction run stored (docs/extraction.md, "Atomicity"), written in the same
+  // transaction as the atoms: added = 1 for atoms the run created (a failed run deletes them), 0 for atoms that
+  // existed before it (same deterministic id: they stay). Rows of a finished run are dropped.
+  `CREATE TABLE IF NOT EXISTS run_atoms (
+     tenant  TEXT NOT NULL,
+     run_id  TEXT NOT NULL,
+     atom_id TEXT NOT NULL,
+     added   INTEGER NOT NULL,
+     flagged INTEGER NOT NULL,
+     PRIMARY KEY (tenant, run_id, atom_id)
    )`,
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,

@@ -28,8 +28,11 @@ export class TenantContext {
   readonly blobs: EncryptedBlobs;
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
   readonly activeRuns = new Set<string>();
+  /** Runs `fn` as one SQLite transaction of this object (transactionSync). */
+  readonly transaction: <T>(fn: () => T) => T;
   readonly #sql: SqlStorage;
   readonly #env: Env;
+  readonly #storage: DurableObjectStorage;
   #tokens: ExchangedTokens | null = null;
 
   constructor(state: DurableObjectState, env: Env, tenant: string) {
@@ -37,6 +40,8 @@ export class TenantContext {
     const sql = state.storage.sql;
     this.tenant = tenant;
     this.#sql = sql;
+    this.#storage = state.storage;
+    this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
     const placement = placementFor(env, tenant);
@@ -79,6 +84,17 @@ export class TenantContext {
       sign: (claims, ttl) => registry.signExchangeToken(claims, config.exchangeIssuer, ttl),
     });
     return this.#tokens;
+  }
+
+  /**
+   * Makes the object's alarm due within `delayMs` without postponing an earlier one. With `renew` (called from
+   * inside the alarm handler), an alarm time already past is the alarm now running, so it is replaced too.
+   */
+  async alarmWithin(delayMs: number, options: { renew: boolean }): Promise<void> {
+    const now = Date.now();
+    const at = now + delayMs;
+    const current = await this.#storage.getAlarm();
+    if (current === null || current > at || (options.renew && current <= now)) await this.#storage.setAlarm(at);
   }
 
   runs(): RunManager {
