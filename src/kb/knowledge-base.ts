@@ -65,7 +65,7 @@ export type AddResult = {
  * Atoms embedded (local, synchronous embedder) or sealed between two yields to the event loop: one slice is a few
  * milliseconds of CPU, so a 100-atom batch never holds the thread for long (other tenants' objects may share it).
  */
-const CPU_SLICE = 20;
+const CPU_SLICE = 10;
 
 export interface KnowledgeBaseDeps {
   readonly sql: SqlStorage;
