@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { KbError } from "../errors";
 import type { AiBinding } from "../kb/embedder";
+import { yieldToEventLoop } from "../util/yield";
 import { DEFAULT_EXTRACTION_MODEL, refineWithModel } from "./model-extractor";
 import { kindFor, type Segment, Segmenter } from "./segmenter";
 
@@ -22,7 +23,8 @@ export interface RunInit {
 
 export interface RunChannel {
   readDocument(): Promise<ReadableStream<Uint8Array>>;
-  writeSegments(segments: Segment[]): Promise<number>;
+  /** `segmentsDone`: source segments of this attempt handed back once these are stored (for the run's counts). */
+  writeSegments(segments: Segment[], segmentsDone: number): Promise<number>;
   progress(segments: number, bytes: number): Promise<void>;
 }
 
@@ -45,6 +47,11 @@ export interface RunResult {
 }
 
 const BATCH = 25;
+/**
+ * Characters pushed into the segmenter between two yields to the event loop (a few milliseconds of CPU), so a large
+ * document never holds a thread other objects may share. Segments do not depend on how the text is cut.
+ */
+const SEGMENT_SLICE = 4096;
 const CLEANUP_DELAY_MS = 10 * 60_000;
 
 export class ExtractionRun extends DurableObject<Env> {
@@ -129,7 +136,7 @@ export class ExtractionRun extends DurableObject<Env> {
       if (!batch.length) return;
       const ready = init.extractor === "model" ? await this.#refine(init, batch) : batch;
       flagged += ready.filter((segment) => segment.flags.length > 0).length;
-      record.written += await channel.writeSegments(ready);
+      record.written += await channel.writeSegments(ready, record.segments + batch.length);
       record.segments += batch.length;
       batch = [];
       if (this.#wiped) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
@@ -138,8 +145,11 @@ export class ExtractionRun extends DurableObject<Env> {
     };
     for await (const text of stream) {
       bytes += text.length;
-      batch.push(...segmenter.push(text));
-      if (batch.length >= BATCH) await flush();
+      for (const piece of slices(text, SEGMENT_SLICE)) {
+        batch.push(...segmenter.push(piece));
+        if (batch.length >= BATCH) await flush();
+        await yieldToEventLoop();
+      }
     }
     batch.push(...segmenter.finish());
     await flush();
@@ -164,5 +174,17 @@ export class ExtractionRun extends DurableObject<Env> {
       );
     }
     return out;
+  }
+}
+
+/** `text` in pieces of about `size` characters, never cutting a surrogate pair. */
+export function* slices(text: string, size: number): Generator<string> {
+  let start = 0;
+  while (start < text.length) {
+    let end = Math.min(start + size, text.length);
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end++;
+    yield text.slice(start, end);
+    start = end;
   }
 }

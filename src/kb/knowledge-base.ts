@@ -1,9 +1,10 @@
 import { KbError } from "../errors";
 import { flagText } from "../extract/injection-flags";
 import { base64url } from "../util/bytes";
+import { yieldToEventLoop } from "../util/yield";
 import type { AtomCipher, AtomFields, Provenance } from "./atom-cipher";
 import type { Embedder } from "./embedder";
-import { contentHash, type EmbeddingCache } from "./embedding-cache";
+import { contentHash, type EmbeddingCache, type PendingCacheRow } from "./embedding-cache";
 import type { AtomFilter } from "./filters";
 import { LIMITS, SQL_IDS_PER_STATEMENT, utf8Length } from "./limits";
 import type { VectorRecord, VectorStore, VectorStoreStats } from "./vector-store";
@@ -54,6 +55,18 @@ type AtomRow = {
   updated_at: number;
 };
 
+/** What one `add` committed: ids created, and ids that existed and were overwritten. */
+export type AddResult = {
+  readonly added: string[];
+  readonly replaced: string[];
+};
+
+/**
+ * Atoms embedded (local, synchronous embedder) or sealed between two yields to the event loop: one slice is a few
+ * milliseconds of CPU, so a 100-atom batch never holds the thread for long (other tenants' objects may share it).
+ */
+const CPU_SLICE = 10;
+
 export interface KnowledgeBaseDeps {
   readonly sql: SqlStorage;
   /** Runs `fn` as one SQLite transaction (the Durable Object's transactionSync). */
@@ -88,8 +101,13 @@ export class KnowledgeBase {
     this.#d = deps;
   }
 
-  add(inputs: readonly AtomInput[], now = Date.now()): Promise<{ added: string[]; replaced: string[] }> {
-    return this.#serial(() => this.#add(inputs, now));
+  /**
+   * Adds or overwrites up to 100 atoms, all or nothing. `onCommit`, if given, runs inside the same SQLite
+   * transaction as the atom rows (after them), so whatever it writes (an extraction run's ledger and counts) commits
+   * or rolls back with the atoms: it must be synchronous, and a throw in it refuses the whole batch.
+   */
+  add(inputs: readonly AtomInput[], now = Date.now(), onCommit?: (result: AddResult) => void): Promise<AddResult> {
+    return this.#serial(() => this.#add(inputs, now, onCommit));
   }
 
   delete(ids: readonly string[]): Promise<{ deleted: string[]; notFound: string[] }> {
@@ -130,20 +148,29 @@ export class KnowledgeBase {
     return run;
   }
 
-  async #add(inputs: readonly AtomInput[], now: number): Promise<{ added: string[]; replaced: string[] }> {
+  async #add(
+    inputs: readonly AtomInput[],
+    now: number,
+    onCommit: ((result: AddResult) => void) | undefined,
+  ): Promise<AddResult> {
     const atoms = validateBatch(inputs);
     const existing = new Set(this.#existingIds(atoms.map((atom) => atom.id)));
     const fresh = atoms.length - existing.size;
     if (this.count() + fresh > this.#d.maxAtoms) {
       throw new KbError("ERR_LIMIT", `this tenant's knowledge base is limited to ${this.#d.maxAtoms} atoms`);
     }
-    const { vectors, misses } = await this.#d.cache.embed(
-      this.#d.embedder,
-      atoms.map((atom) => embeddingText(atom)),
-    );
+    const { vectors, misses } = await this.#embed(atoms.map((atom) => embeddingText(atom)));
     const records: VectorRecord[] = atoms.map((atom, i) => ({ id: atom.id, vector: vectors[i] as Float32Array }));
     const version = await this.#d.cipher.currentVersion();
-    const sealed = await Promise.all(atoms.map((atom) => this.#seal(atom.id, version, atom)));
+    const sealed: SealedAtom[] = [];
+    for (let i = 0; i < atoms.length; i += CPU_SLICE) {
+      if (i > 0) await yieldToEventLoop(); // safe: #serial keeps other writes out until this one commits
+      sealed.push(...(await Promise.all(atoms.slice(i, i + CPU_SLICE).map((a) => this.#seal(a.id, version, a)))));
+    }
+    const result: AddResult = {
+      added: atoms.filter((atom) => !existing.has(atom.id)).map((atom) => atom.id),
+      replaced: atoms.filter((atom) => existing.has(atom.id)).map((atom) => atom.id),
+    };
     await this.#d.store.beforeCommitUpsert(records);
     this.#d.transaction(() => {
       let seq = this.#nextSeq();
@@ -180,12 +207,27 @@ export class KnowledgeBase {
       });
       this.#d.store.writeUpsertRows(records);
       this.#d.cache.write(this.#d.embedder.model, misses, now);
+      onCommit?.(result);
     });
     this.#d.store.afterCommitUpsert(records);
-    return {
-      added: atoms.filter((atom) => !existing.has(atom.id)).map((atom) => atom.id),
-      replaced: atoms.filter((atom) => existing.has(atom.id)).map((atom) => atom.id),
-    };
+    return result;
+  }
+
+  /**
+   * Embeds a batch. The local embedder is synchronous CPU: it runs in slices with a yield in between. A remote
+   * embedder's call is I/O (the thread is free while it waits), so it gets the whole batch in one call.
+   */
+  async #embed(texts: string[]): Promise<{ vectors: Float32Array[]; misses: PendingCacheRow[] }> {
+    if (this.#d.embedder.cacheable) return this.#d.cache.embed(this.#d.embedder, texts);
+    const vectors: Float32Array[] = [];
+    const misses: PendingCacheRow[] = [];
+    for (let i = 0; i < texts.length; i += CPU_SLICE) {
+      if (i > 0) await yieldToEventLoop();
+      const part = await this.#d.cache.embed(this.#d.embedder, texts.slice(i, i + CPU_SLICE));
+      vectors.push(...part.vectors);
+      misses.push(...part.misses);
+    }
+    return { vectors, misses };
   }
 
   async search(query: string, topK: number, filter: AtomFilter | null): Promise<SearchHit[]> {

@@ -118,6 +118,17 @@ export const SCHEMA = [
      next_at        INTEGER NOT NULL,
      PRIMARY KEY (tenant, job)
    )`,
+  // The atoms each unfinished extraction run stored (docs/extraction.md, "Atomicity"), written in the same
+  // transaction as the atoms: added = 1 for atoms the run created (a failed run deletes them), 0 for atoms that
+  // existed before it (same deterministic id: they stay). Rows of a finished run are dropped.
+  `CREATE TABLE IF NOT EXISTS run_atoms (
+     tenant  TEXT NOT NULL,
+     run_id  TEXT NOT NULL,
+     atom_id TEXT NOT NULL,
+     added   INTEGER NOT NULL,
+     flagged INTEGER NOT NULL,
+     PRIMARY KEY (tenant, run_id, atom_id)
+   )`,
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,
      model        TEXT NOT NULL,

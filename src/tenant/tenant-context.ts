@@ -43,6 +43,7 @@ export class TenantContext {
   readonly activeRuns = new Set<string>();
   readonly #sql: SqlStorage;
   readonly #env: Env;
+  readonly #storage: DurableObjectStorage;
   #tokens: ExchangedTokens | null = null;
   #rate: RequestRate | null = null;
 
@@ -51,6 +52,7 @@ export class TenantContext {
     const sql = state.storage.sql;
     this.tenant = tenant;
     this.#sql = sql;
+    this.#storage = state.storage;
     this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
@@ -126,6 +128,17 @@ export class TenantContext {
   rate(config: Config): RequestRate {
     this.#rate ??= new RequestRate(config.quotas);
     return this.#rate;
+  }
+
+  /**
+   * Makes the object's alarm due within `delayMs` without postponing an earlier one. With `renew` (called from
+   * inside the alarm handler), an alarm time already past is the alarm now running, so it is replaced too.
+   */
+  async alarmWithin(delayMs: number, options: { renew: boolean }): Promise<void> {
+    const now = Date.now();
+    const at = now + delayMs;
+    const current = await this.#storage.getAlarm();
+    if (current === null || current > at || (options.renew && current <= now)) await this.#storage.setAlarm(at);
   }
 
   runs(): RunManager {

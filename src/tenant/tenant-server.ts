@@ -373,7 +373,7 @@ function hasPendingWork(sql: SqlStorage): boolean {
   const one = (query: string) => sql.exec(query).toArray().length > 0;
   return (
     one(`SELECT 1 FROM blob_gc LIMIT 1`) ||
-    one(`SELECT 1 FROM extraction_runs WHERE status IN ('queued', 'running') LIMIT 1`) ||
+    one(`SELECT 1 FROM extraction_runs WHERE status IN ('queued', 'running', 'failing') LIMIT 1`) ||
     one(`SELECT 1 FROM job_state LIMIT 1`) ||
     one(`SELECT 1 FROM tenant_meta WHERE key = 'state' AND value = 'offboarding'`)
   );

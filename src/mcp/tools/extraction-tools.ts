@@ -8,6 +8,8 @@ import { toolRunner } from "./tool-result";
 
 const RUN_HANDLE = "extraction.run";
 const RUN_HANDLE_TTL_S = 7 * 24 * 3600;
+/** `_meta` key of ingest progress notifications that carries the run handle. */
+export const RUN_META_KEY = "tenant-mcp-kb/run";
 
 export interface ExtractionDeps {
   readonly runs: RunManager;
@@ -32,26 +34,37 @@ export function registerExtractionTools(server: McpServer, scope: RequestScope, 
       inputSchema: z.object({ document_id: z.string().max(64), wait: z.boolean().optional() }).strict(),
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     },
-    async ({ document_id, wait }, ctx: ServerContext) =>
-      run("ingest_document", async () => {
-        const runId = deps.runs.create(scope.identity.subject, document_id);
-        const handle = await scope.handles.mint(RUN_HANDLE, { runId }, RUN_HANDLE_TTL_S);
-        if (wait === false) {
-          await deps.schedule();
-          return { run: handle, status: "queued" };
-        }
-        const token = ctx.mcpReq._meta?.progressToken;
-        const status = await deps.runs.run(runId, async (segments) => {
-          if (token === undefined) return;
-          await ctx.mcpReq
-            .notify({
-              method: "notifications/progress",
-              params: { progressToken: token, progress: segments, message: `${segments} segments` },
-            })
-            .catch(() => undefined);
-        });
-        return { run: handle, ...publicStatus(status) };
-      })(),
+    async ({ document_id, wait }, ctx: ServerContext) => {
+      // Minted before the run starts; from then on every answer carries it (first progress notification, result,
+      // error result), so a client whose connection or call fails can still poll ingest_status.
+      let handle: string | null = null;
+      return run(
+        "ingest_document",
+        async () => {
+          const runId = deps.runs.create(scope.identity.subject, document_id);
+          handle = await scope.handles.mint(RUN_HANDLE, { runId }, RUN_HANDLE_TTL_S);
+          if (wait === false) {
+            await deps.schedule();
+            return { run: handle, status: "queued" };
+          }
+          const token = ctx.mcpReq._meta?.progressToken;
+          const notify = async (segments: number, message: string) => {
+            if (token === undefined) return;
+            await ctx.mcpReq
+              .notify({
+                method: "notifications/progress",
+                params: { progressToken: token, progress: segments, message, _meta: { [RUN_META_KEY]: handle } },
+              })
+              .catch(() => undefined);
+          };
+          // Before any work: the handle reaches the client even if this object dies in the first batch.
+          await notify(0, `run ${handle}: started`);
+          const status = await deps.runs.run(runId, (segments) => notify(segments, `${segments} segments`));
+          return { run: handle, ...publicStatus(status) };
+        },
+        () => (handle ? { run: handle } : {}),
+      )();
+    },
   );
 
   server.registerTool(
