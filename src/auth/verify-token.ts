@@ -35,11 +35,17 @@ export async function verifyAccessToken(
   options: VerifyOptions = {},
 ): Promise<Identity> {
   const payload = await verifyJwt(token, config, keys, config.resource, options);
+  // Exclusive audiences: a tenant token may not also be an admin token (issue 11 item 3).
+  if (audiences(payload).includes(config.adminAudience)) {
+    throw fail("ERR_TOKEN_AUDIENCE", "tenant token also names the admin audience");
+  }
   const tenant = claimAtPath(payload, config.tenantClaim);
   if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
     throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
   }
-  return { ...principal(payload), tenant };
+  const identity = { ...principal(payload), tenant };
+  if (identity.scopes.includes(ADMIN_SCOPE)) throw fail("ERR_TOKEN_AUDIENCE", "tenant token carries the admin scope");
+  return identity;
 }
 
 /** A platform operator verified for the admin API: a token for the admin audience with the admin scope. */
@@ -54,8 +60,9 @@ export const ADMIN_SCOPE = "platform:admin";
 
 /**
  * Verifies a platform-admin token: same issuer, keys and algorithm policy as tenant tokens, but the audience is
- * the admin API's (ADMIN_AUDIENCE) and the `platform:admin` scope is required. A tenant token is refused here (wrong
- * audience), and an admin token is refused at /mcp (wrong audience), so neither can stand in for the other.
+ * the admin API's (ADMIN_AUDIENCE) and the `platform:admin` scope is required. The roles are exclusive: an admin
+ * token whose `aud` also names the MCP resource, or that carries a tenant claim, is refused here; a tenant token
+ * whose `aud` also names the admin audience, or that carries `platform:admin`, is refused by verifyAccessToken.
  */
 export async function verifyAdminToken(
   token: string,
@@ -64,6 +71,13 @@ export async function verifyAdminToken(
   options: VerifyOptions = {},
 ): Promise<AdminIdentity> {
   const payload = await verifyJwt(token, config, keys, config.adminAudience, options);
+  // Exclusive audiences: an admin token names no tenant and is not also an access token for /mcp.
+  if (audiences(payload).includes(config.resource)) {
+    throw fail("ERR_TOKEN_AUDIENCE", "admin token also names the MCP resource");
+  }
+  if (claimAtPath(payload, config.tenantClaim) !== undefined) {
+    throw fail("ERR_TOKEN_AUDIENCE", "admin token carries a tenant claim");
+  }
   const admin = principal(payload);
   if (!admin.scopes.includes(ADMIN_SCOPE)) throw new InsufficientScopeError([ADMIN_SCOPE]);
   return admin;
@@ -159,6 +173,12 @@ export function bearerFromRequest(request: Request): string {
   const match = /^Bearer ([^\s]+)$/i.exec(header.trim());
   if (!match?.[1]) throw fail("ERR_TOKEN_MALFORMED", "authorization header is not a bearer token");
   return match[1];
+}
+
+/** The `aud` claim as a list (jose has already checked it is a string or an array of strings). */
+function audiences(payload: JWTPayload): readonly string[] {
+  const aud = payload.aud;
+  return typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud : [];
 }
 
 function claimAtPath(payload: JWTPayload, path: readonly string[]): unknown {
