@@ -7,6 +7,7 @@ import { KbError } from "../errors";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
 import { log } from "../log";
+import { parseRevocation } from "../tenant/revocations";
 
 /**
  * Platform-admin API. Tokens must be issued for the admin audience (ADMIN_AUDIENCE, default `<origin>/admin`) and
@@ -18,6 +19,8 @@ import { log } from "../log";
  *   POST /admin/tenants/:tenant/offboard   crypto-shred; body {"confirm": "<tenant>"}
  *   POST /admin/tenants/:tenant/rotate     new data key version; re-encryption runs in the background
  *   PUT  /admin/tenants/:tenant/egress     egress policy: {"origins": [...], "resources": [{resource, audience?, scopes}]}
+ *   POST /admin/tenants/:tenant/revocations  revoke tokens: {"jti": "..."} or {"subject": "...", "before": <epoch s>}
+ *   GET  /admin/tenants/:tenant/revocations  live revocations
  *   POST /admin/signing-keys/rotate        new signing key for exchanged tokens (the old one stays published a day)
  *   POST /admin/master/rewrap              rewrap every tenant's data keys under MASTER_KEY_EPOCH
  *   GET  /admin/master                     rewrap progress
@@ -61,6 +64,22 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const egress = await (await knownTenantServer(c)).adminSetEgress(tenant, body);
     log("info", { event: "admin.egress", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { egress });
+  });
+
+  app.post("/admin/tenants/:tenant/revocations", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const body = await c.req.json().catch(() => null);
+    // Validated here (400 before any object is reached) and again by the tenant object, which stores it.
+    parseRevocation(body, requireConfig(c.var.config), Math.floor(Date.now() / 1000));
+    const revocation = await (await knownTenantServer(c)).adminRevoke(tenant, body, admin.subject);
+    log("warn", { event: "admin.revoke", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
+    return c.json({ revocation }, 201, { "cache-control": "no-store" });
+  });
+
+  app.get("/admin/tenants/:tenant/revocations", async (c) => {
+    await authenticateAdmin(c);
+    return json(c, { revocations: await (await knownTenantServer(c)).adminRevocations(tenantParam(c)) });
   });
 
   app.post("/admin/signing-keys/rotate", async (c) => {

@@ -9,8 +9,10 @@ export interface Identity {
   readonly scopes: readonly string[];
   /** `jti` of the access token, when present (for audit and revocation; never the token itself). */
   readonly tokenId: string | null;
-  /** `exp` of the access token, epoch seconds. */
+  /** When the access token stops being accepted, epoch seconds: `exp`, or `iat` + AUTH_MAX_TOKEN_AGE_S if earlier. */
   readonly expiresAt: number;
+  /** `iat` of the access token, epoch seconds (required; revocation by subject compares it). */
+  readonly issuedAt: number;
 }
 
 /** Tenant ids are lower-case DNS-label-like names: safe in storage keys, object names, R2 prefixes and logs. */
@@ -18,6 +20,9 @@ export const TENANT_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
 
 /** Subjects are opaque but bounded and printable (they appear in storage keys and log lines). */
 export const SUBJECT_PATTERN = /^[\x21-\x7e]{1,255}$/;
+
+/** `jti` values are printable and bounded: they are stored (revocations) and logged. */
+export const JTI_PATTERN = /^[\x21-\x7e]{1,256}$/;
 
 export function hasScopes(identity: Identity, required: readonly string[]): string[] {
   return required.filter((scope) => !identity.scopes.includes(scope));

@@ -9,7 +9,7 @@ import {
 } from "jose";
 import { type Config, MAX_TOKEN_BYTES } from "../config";
 import { type ErrorCode, InsufficientScopeError, KbError } from "../errors";
-import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
+import { type Identity, JTI_PATTERN, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const KID_PATTERN = /^[\x21-\x7e]{1,256}$/;
@@ -43,7 +43,7 @@ export async function verifyAccessToken(
   if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
     throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
   }
-  const identity = { ...principal(payload), tenant };
+  const identity = { ...principal(payload, config), tenant };
   if (identity.scopes.includes(ADMIN_SCOPE)) throw fail("ERR_TOKEN_AUDIENCE", "tenant token carries the admin scope");
   return identity;
 }
@@ -54,6 +54,7 @@ export interface AdminIdentity {
   readonly scopes: readonly string[];
   readonly tokenId: string | null;
   readonly expiresAt: number;
+  readonly issuedAt: number;
 }
 
 export const ADMIN_SCOPE = "platform:admin";
@@ -78,7 +79,7 @@ export async function verifyAdminToken(
   if (claimAtPath(payload, config.tenantClaim) !== undefined) {
     throw fail("ERR_TOKEN_AUDIENCE", "admin token carries a tenant claim");
   }
-  const admin = principal(payload);
+  const admin = principal(payload, config);
   if (!admin.scopes.includes(ADMIN_SCOPE)) throw new InsufficientScopeError([ADMIN_SCOPE]);
   return admin;
 }
@@ -98,7 +99,10 @@ async function verifyJwt(
       audience,
       algorithms: [...config.algorithms],
       clockTolerance: config.clockToleranceS,
-      requiredClaims: ["exp", "sub"],
+      // Token age (issue 11 item 4): jose then requires `iat`, refuses an age above the maximum (ERR_TOKEN_TOO_OLD)
+      // and an `iat` in the future beyond the tolerance (ERR_TOKEN_NOT_YET_VALID).
+      maxTokenAge: config.maxTokenAgeS,
+      requiredClaims: ["exp", "sub", "iat"],
       ...(config.tokenTyp ? { typ: config.tokenTyp } : {}),
       ...(options.currentDate ? { currentDate: options.currentDate } : {}),
     });
@@ -108,14 +112,24 @@ async function verifyJwt(
   }
 }
 
-function principal(payload: JWTPayload): Omit<Identity, "tenant"> {
+function principal(payload: JWTPayload, config: Config): Omit<Identity, "tenant"> {
   if (typeof payload.sub !== "string" || !SUBJECT_PATTERN.test(payload.sub)) {
     throw fail("ERR_TOKEN_SUBJECT", "missing or invalid subject");
   }
   if (typeof payload.exp !== "number") throw fail("ERR_TOKEN_CLAIMS", "missing exp");
+  if (typeof payload.iat !== "number") throw fail("ERR_TOKEN_CLAIMS", "missing iat");
   const jti = payload.jti;
-  if (jti !== undefined && (typeof jti !== "string" || jti.length > 256)) throw fail("ERR_TOKEN_CLAIMS", "invalid jti");
-  return { subject: payload.sub, scopes: parseScopes(payload), tokenId: jti ?? null, expiresAt: payload.exp };
+  if (jti !== undefined && (typeof jti !== "string" || !JTI_PATTERN.test(jti))) {
+    throw fail("ERR_TOKEN_CLAIMS", "invalid jti");
+  }
+  return {
+    subject: payload.sub,
+    scopes: parseScopes(payload),
+    tokenId: jti ?? null,
+    // The tenant object re-checks this bound, so the age limit holds there too (e.g. for a long SSE stream).
+    expiresAt: Math.min(payload.exp, payload.iat + config.maxTokenAgeS),
+    issuedAt: payload.iat,
+  };
 }
 
 /**
@@ -215,6 +229,8 @@ function mapJoseError(error: unknown, remoteKeys: boolean): KbError {
   }
   switch (error.code) {
     case "ERR_JWT_EXPIRED":
+      // jose reports a token older than maxTokenAge as expired on the `iat` claim.
+      if ((error as errors.JWTExpired).claim === "iat") return fail("ERR_TOKEN_TOO_OLD", "token too old", error);
       return fail("ERR_TOKEN_EXPIRED", "token expired", error);
     case "ERR_JWT_CLAIM_VALIDATION_FAILED": {
       const { claim, reason } = error as errors.JWTClaimValidationFailed;

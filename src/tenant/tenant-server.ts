@@ -14,6 +14,7 @@ import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer } from "../mcp/server-factory";
 import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
+import { createRevocationsTable, parseRevocation, type Revocation, Revocations } from "./revocations";
 import { migrate } from "./schema";
 import { TenantContext } from "./tenant-context";
 
@@ -55,7 +56,10 @@ export class TenantServer extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    ctx.blockConcurrencyWhile(async () => migrate(ctx.storage.sql));
+    ctx.blockConcurrencyWhile(async () => {
+      migrate(ctx.storage.sql);
+      createRevocationsTable(ctx.storage.sql);
+    });
   }
 
   async serveMcp(request: Request, identity: Identity, requestId: string): Promise<Response> {
@@ -191,6 +195,20 @@ export class TenantServer extends DurableObject<Env> {
     return state;
   }
 
+  /** Revokes access tokens of this tenant, by `jti` or by subject (issued before a time); see revocations.ts. */
+  async adminRevoke(tenant: string, body: unknown, requestedBy: string): Promise<Revocation> {
+    const ctx = this.#knownContext(tenant);
+    this.#lifecycle(ctx).assertActive();
+    const nowS = Math.floor(Date.now() / 1000);
+    const revocation = parseRevocation(body, loadConfig(this.env), nowS);
+    return new Revocations(this.ctx.storage.sql, tenant).add(revocation, requestedBy, nowS);
+  }
+
+  async adminRevocations(tenant: string): Promise<Revocation[]> {
+    this.#knownContext(tenant);
+    return new Revocations(this.ctx.storage.sql, tenant).list(Math.floor(Date.now() / 1000));
+  }
+
   /** Master epoch rotation, per tenant: rewrap every data key under the current epoch (data untouched). */
   async rewrapKeys(tenant: string): Promise<number> {
     const ctx = this.#knownContext(tenant);
@@ -270,7 +288,8 @@ export class TenantServer extends DurableObject<Env> {
     const valid =
       typeof identity?.subject === "string" &&
       SUBJECT_PATTERN.test(identity.subject) &&
-      typeof identity.expiresAt === "number";
+      typeof identity.expiresAt === "number" &&
+      typeof identity.issuedAt === "number";
     if (!valid) {
       log("warn", { event: "tenant.mismatch", requestId, outcome: "rejected" });
       throw new KbError("ERR_TENANT_MISMATCH", "Forbidden");
@@ -278,6 +297,12 @@ export class TenantServer extends DurableObject<Env> {
     const context = this.#context(identity.tenant, requestId);
     if ((identity.expiresAt + config.clockToleranceS) * 1000 <= Date.now()) {
       throw new KbError("ERR_TOKEN_EXPIRED", "token expired");
+    }
+    try {
+      new Revocations(this.ctx.storage.sql, identity.tenant).assertNotRevoked(identity, Math.floor(Date.now() / 1000));
+    } catch (error) {
+      log("warn", { event: "token.revoked", requestId, tenant: identity.tenant, code: "ERR_TOKEN_REVOKED" });
+      throw error;
     }
     return context;
   }
