@@ -1,4 +1,5 @@
 import type { Hono } from "hono";
+import { hasScopes } from "../auth/identity";
 import { keyResolver } from "../auth/keys";
 import { verifyAccessToken } from "../auth/verify-token";
 import { isKbError } from "../errors";
@@ -14,7 +15,8 @@ const MAX_FORM_BYTES = 16 * 1024;
 /**
  * POST /oauth/token (RFC 8693 token exchange) and GET /.well-known/jwks.json (the keys that sign exchanged tokens).
  * The subject token is verified exactly like the edge verifies an access token (issuer, audience = this server,
- * algorithms, lifetime, tenant claim); the policy decision is the tenant object's. Nothing is issued on any error.
+ * algorithms, lifetime, tenant claim, and the endpoint scopes REQUIRED_SCOPES that /mcp requires); the policy
+ * decision is the tenant object's. Nothing is issued on any error.
  */
 export function registerTokenRoutes(app: Hono<AppEnv>): void {
   app.post("/oauth/token", async (c) => {
@@ -45,6 +47,12 @@ export function registerTokenRoutes(app: Hono<AppEnv>): void {
         throw new OAuthError("invalid_grant", "the subject token is invalid");
       }
       c.set("identity", identity);
+      // The subject token must be one /mcp would accept: the endpoint scopes (REQUIRED_SCOPES) are required too.
+      const missing = hasScopes(identity, config.requiredScopes);
+      if (missing.length) {
+        log("warn", { event: "token.exchange.refused", requestId, code: "ERR_INSUFFICIENT_SCOPE" });
+        throw new OAuthError("invalid_grant", `the subject token lacks the required scope: ${missing.join(" ")}`);
+      }
       const outcome = await tenantStub(c.env, identity).exchange(identity, requestId, {
         resource: request.resource,
         audience: request.audience,
