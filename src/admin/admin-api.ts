@@ -1,5 +1,5 @@
 import type { Context, Hono } from "hono";
-import { TENANT_PATTERN } from "../auth/identity";
+import { isTenantId } from "../auth/identity";
 import { keyResolver } from "../auth/keys";
 import { type AdminIdentity, bearerFromRequest, verifyAdminToken } from "../auth/verify-token";
 import type { Config } from "../config";
@@ -112,7 +112,7 @@ async function authenticateAdmin(c: Context<AppEnv>): Promise<AdminIdentity> {
 
 function tenantParam(c: Context<AppEnv>): string {
   const tenant = c.req.param("tenant") ?? "";
-  if (!TENANT_PATTERN.test(tenant)) throw new KbError("ERR_BAD_REQUEST", "invalid tenant id");
+  if (!isTenantId(tenant)) throw new KbError("ERR_BAD_REQUEST", "invalid tenant id");
   return tenant;
 }
 

@@ -9,7 +9,7 @@ import {
 } from "jose";
 import { type Config, MAX_TOKEN_BYTES } from "../config";
 import { type ErrorCode, InsufficientScopeError, KbError } from "../errors";
-import { type Identity, JTI_PATTERN, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
+import { type Identity, isTenantId, JTI_PATTERN, SUBJECT_PATTERN } from "./identity";
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const KID_PATTERN = /^[\x21-\x7e]{1,256}$/;
@@ -40,9 +40,7 @@ export async function verifyAccessToken(
     throw fail("ERR_TOKEN_AUDIENCE", "tenant token also names the admin audience");
   }
   const tenant = claimAtPath(payload, config.tenantClaim);
-  if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
-    throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
-  }
+  if (!isTenantId(tenant)) throw fail("ERR_TOKEN_TENANT", "missing, invalid or reserved tenant claim");
   const identity = { ...principal(payload, config), tenant };
   if (identity.scopes.includes(ADMIN_SCOPE)) throw fail("ERR_TOKEN_AUDIENCE", "tenant token carries the admin scope");
   return identity;

@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "../auth/identity";
+import { type Identity, isTenantId, SUBJECT_PATTERN } from "../auth/identity";
 import { serveDocumentRequest } from "../blob/document-http";
 import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
@@ -310,8 +310,7 @@ export class TenantServer extends DurableObject<Env> {
   /** This object's tenant context, after checking that `tenant` is this object's tenant. */
   #context(tenant: string, requestId?: string): TenantContext {
     const ours =
-      typeof tenant === "string" &&
-      TENANT_PATTERN.test(tenant) &&
+      isTenantId(tenant) &&
       this.env.TENANT_SERVER.idFromName(tenant).equals(this.ctx.id) &&
       this.#bindTenant(tenant) === tenant;
     if (!ours) {
