@@ -4,6 +4,7 @@ import { keyResolver } from "../auth/keys";
 import { type AdminIdentity, bearerFromRequest, verifyAdminToken } from "../auth/verify-token";
 import type { Config } from "../config";
 import { KbError } from "../errors";
+import { forgetCachedJwks } from "../exchange/token-route";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
 import { log } from "../log";
@@ -85,6 +86,8 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
   app.post("/admin/signing-keys/rotate", async (c) => {
     const admin = await authenticateAdmin(c);
     const key = await registry(c).rotateSigningKey();
+    // The new key signs at once: publish it here now (other locations follow within the JWKS max-age).
+    await forgetCachedJwks(c.req.url);
     log("info", { event: "admin.signing.rotate", requestId: c.var.requestId, subject: admin.subject, outcome: "ok" });
     return json(c, key);
   });

@@ -52,6 +52,12 @@ type KeyRow = {
 export class SigningKeys {
   readonly #sql: SqlStorage;
   readonly #master: MasterKeys;
+  /**
+   * The imported private key of the active signing key, kept for this instance's lifetime (the registry keeps one
+   * instance per object), so signing does not unwrap and import on every exchange. Holds one key: platform-wide,
+   * tenant-neutral. Replaced when the active kid changes (rotation).
+   */
+  #imported: { kid: string; key: CryptoKey } | null = null;
 
   constructor(sql: SqlStorage, master: MasterKeys) {
     this.#sql = sql;
@@ -82,7 +88,8 @@ export class SigningKeys {
     if (ttlSeconds <= 0 || ttlSeconds > EXCHANGED_TOKEN_MAX_TTL_S)
       throw new RangeError("exchanged tokens live at most 5 minutes");
     const row = this.#active() ?? (await this.rotate(now));
-    const key = await this.#privateKey(row);
+    if (this.#imported?.kid !== row.kid) this.#imported = { kid: row.kid, key: await this.#privateKey(row) };
+    const key = this.#imported.key;
     const iat = Math.floor(now / 1000);
     return new SignJWT(claims)
       .setProtectedHeader({ alg: "ES256", kid: row.kid, typ: "at+jwt" })

@@ -8,6 +8,7 @@ import { checkOriginAndHost } from "../http/origin-guard";
 import { readBodyCapped } from "../http/transport-guards";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
+import { JWKS_MAX_AGE_S, jwksCacheKey, jwksMemo } from "./jwks-cache";
 import { OAuthError, oauthErrorResponse, parseExchangeForm } from "./token-exchange";
 
 const MAX_FORM_BYTES = 16 * 1024;
@@ -71,11 +72,47 @@ export function registerTokenRoutes(app: Hono<AppEnv>): void {
     }
   });
 
+  // Public, tenant-neutral, cached at the edge (jwks-cache.ts): a flood never reaches the registry object.
   app.get("/.well-known/jwks.json", async (c) => {
-    const registry = c.env.TENANT_REGISTRY.get(c.env.TENANT_REGISTRY.idFromName("registry"));
-    return c.json(await registry.jwks(), 200, {
-      "cache-control": "public, max-age=300",
-      "access-control-allow-origin": "*",
+    const key = jwksCacheKey(c.req.url);
+    const cache = await edgeCache();
+    const hit = await cache?.match(key).catch(() => undefined);
+    if (hit) return new Response(hit.body, hit);
+    const body = await jwksMemo.get(async () => {
+      const registry = c.env.TENANT_REGISTRY.get(c.env.TENANT_REGISTRY.idFromName("registry"));
+      return registry.jwks();
     });
+    const response = new Response(JSON.stringify(body), {
+      status: 200,
+      headers: {
+        "content-type": "application/json",
+        "cache-control": `public, max-age=${JWKS_MAX_AGE_S}`,
+        "access-control-allow-origin": "*",
+      },
+    });
+    if (cache) {
+      const stored = cache.put(key, response.clone()).catch(() => undefined);
+      try {
+        c.executionCtx.waitUntil(stored);
+      } catch {
+        await stored;
+      }
+    }
+    return response;
   });
+}
+
+/** The Workers Cache API's default cache, or null where there is none (the JWKS is then served from the memo). */
+async function edgeCache(): Promise<Cache | null> {
+  try {
+    return typeof caches === "undefined" ? null : caches.default;
+  } catch {
+    return null;
+  }
+}
+
+/** Forgets the cached JWKS in this isolate and location (after a signing-key rotation). */
+export async function forgetCachedJwks(requestUrl: string): Promise<void> {
+  jwksMemo.clear();
+  await (await edgeCache())?.delete(jwksCacheKey(requestUrl)).catch(() => false);
 }
