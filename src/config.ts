@@ -38,6 +38,12 @@ export interface Config {
   readonly algorithms: readonly string[];
   readonly tokenTyp: string | null;
   readonly clockToleranceS: number;
+  /**
+   * Maximum token age in seconds, measured from `iat` (AUTH_MAX_TOKEN_AGE_S, default 24 h). `iat` is required
+   * (RFC 9068 section 2.2); an older token is refused whatever its `exp`, and so is an `iat` in the future beyond
+   * the clock tolerance. Also bounds how long a revocation must be kept.
+   */
+  readonly maxTokenAgeS: number;
   readonly tenantClaim: readonly string[];
   readonly requiredScopes: readonly string[];
   readonly scopesSupported: readonly string[];
@@ -159,6 +165,7 @@ export function loadConfig(env: Env): Config {
     algorithms,
     tokenTyp: env.AUTH_TOKEN_TYP || null,
     clockToleranceS: intInRange(env.AUTH_CLOCK_TOLERANCE_S, 30, 0, 300, "AUTH_CLOCK_TOLERANCE_S"),
+    maxTokenAgeS: intInRange(env.AUTH_MAX_TOKEN_AGE_S, 86_400, 60, 7 * 86_400, "AUTH_MAX_TOKEN_AGE_S"),
     tenantClaim,
     requiredScopes,
     scopesSupported: [...new Set([...requiredScopes, ...list(env.SCOPES_SUPPORTED)])],

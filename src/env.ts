@@ -13,6 +13,7 @@ export interface Env {
   readonly AUTH_ALGORITHMS?: string;
   readonly AUTH_TOKEN_TYP?: string;
   readonly AUTH_CLOCK_TOLERANCE_S?: string;
+  readonly AUTH_MAX_TOKEN_AGE_S?: string;
   readonly AUTHORIZATION_SERVERS?: string;
   readonly TENANT_CLAIM?: string;
   readonly REQUIRED_SCOPES?: string;

@@ -17,6 +17,12 @@ export const ERROR_CODES = {
   ERR_TOKEN_CLAIMS: 401,
   ERR_TOKEN_TENANT: 401,
   ERR_TOKEN_SUBJECT: 401,
+  /** A token for one role also names the other (tenant vs platform admin): roles are exclusive. */
+  ERR_TOKEN_AUDIENCE: 401,
+  /** Older than AUTH_MAX_TOKEN_AGE_S (from `iat`), whatever its `exp`. */
+  ERR_TOKEN_TOO_OLD: 401,
+  /** Revoked through the admin API (by `jti`, or by subject for tokens issued before a time). */
+  ERR_TOKEN_REVOKED: 401,
   // 403: authenticated but not allowed.
   ERR_INSUFFICIENT_SCOPE: 403,
   ERR_ORIGIN_FORBIDDEN: 403,

@@ -1,6 +1,7 @@
 /**
  * Structured JSON logs. Fields are an explicit allow-list: there is no way to log a token, a key, a request body
- * or atom text through this function, and callers pass the URL path only (queries can carry secrets).
+ * or atom text through this function, and the request log names the matched route pattern (e.g.
+ * "/v1/documents/:id"), never the raw path or query: both can carry secrets or tenant identifiers.
  */
 export interface LogFields {
   readonly event: string;
@@ -11,7 +12,8 @@ export interface LogFields {
   readonly status?: number;
   readonly code?: string;
   readonly method?: string;
-  readonly path?: string;
+  /** A route pattern from the router, never a concrete URL path. */
+  readonly route?: string;
   readonly era?: "legacy" | "modern";
   readonly ms?: number;
   readonly detail?: string;

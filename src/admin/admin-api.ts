@@ -1,12 +1,14 @@
 import type { Context, Hono } from "hono";
-import { TENANT_PATTERN } from "../auth/identity";
+import { isTenantId } from "../auth/identity";
 import { keyResolver } from "../auth/keys";
 import { type AdminIdentity, bearerFromRequest, verifyAdminToken } from "../auth/verify-token";
 import type { Config } from "../config";
 import { KbError } from "../errors";
+import { forgetCachedJwks } from "../exchange/token-route";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
 import { log } from "../log";
+import { parseRevocation } from "../tenant/revocations";
 
 /**
  * Platform-admin API. Tokens must be issued for the admin audience (ADMIN_AUDIENCE, default `<origin>/admin`) and
@@ -18,6 +20,8 @@ import { log } from "../log";
  *   POST /admin/tenants/:tenant/offboard   crypto-shred; body {"confirm": "<tenant>"}
  *   POST /admin/tenants/:tenant/rotate     new data key version; re-encryption runs in the background
  *   PUT  /admin/tenants/:tenant/egress     egress policy: {"origins": [...], "resources": [{resource, audience?, scopes}]}
+ *   POST /admin/tenants/:tenant/revocations  revoke tokens: {"jti": "..."} or {"subject": "...", "before": <epoch s>}
+ *   GET  /admin/tenants/:tenant/revocations  live revocations
  *   POST /admin/signing-keys/rotate        new signing key for exchanged tokens (the old one stays published a day)
  *   POST /admin/master/rewrap              rewrap every tenant's data keys under MASTER_KEY_EPOCH
  *   GET  /admin/master                     rewrap progress
@@ -63,9 +67,27 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     return json(c, { egress });
   });
 
+  app.post("/admin/tenants/:tenant/revocations", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const body = await c.req.json().catch(() => null);
+    // Validated here (400 before any object is reached) and again by the tenant object, which stores it.
+    parseRevocation(body, requireConfig(c.var.config), Math.floor(Date.now() / 1000));
+    const revocation = await (await knownTenantServer(c)).adminRevoke(tenant, body, admin.subject);
+    log("warn", { event: "admin.revoke", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
+    return c.json({ revocation }, 201, { "cache-control": "no-store" });
+  });
+
+  app.get("/admin/tenants/:tenant/revocations", async (c) => {
+    await authenticateAdmin(c);
+    return json(c, { revocations: await (await knownTenantServer(c)).adminRevocations(tenantParam(c)) });
+  });
+
   app.post("/admin/signing-keys/rotate", async (c) => {
     const admin = await authenticateAdmin(c);
     const key = await registry(c).rotateSigningKey();
+    // The new key signs at once: publish it here now (other locations follow within the JWKS max-age).
+    await forgetCachedJwks(c.req.url);
     log("info", { event: "admin.signing.rotate", requestId: c.var.requestId, subject: admin.subject, outcome: "ok" });
     return json(c, key);
   });
@@ -93,7 +115,7 @@ async function authenticateAdmin(c: Context<AppEnv>): Promise<AdminIdentity> {
 
 function tenantParam(c: Context<AppEnv>): string {
   const tenant = c.req.param("tenant") ?? "";
-  if (!TENANT_PATTERN.test(tenant)) throw new KbError("ERR_BAD_REQUEST", "invalid tenant id");
+  if (!isTenantId(tenant)) throw new KbError("ERR_BAD_REQUEST", "invalid tenant id");
   return tenant;
 }
 

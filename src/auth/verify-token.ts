@@ -9,7 +9,7 @@ import {
 } from "jose";
 import { type Config, MAX_TOKEN_BYTES } from "../config";
 import { type ErrorCode, InsufficientScopeError, KbError } from "../errors";
-import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "./identity";
+import { type Identity, isTenantId, JTI_PATTERN, SUBJECT_PATTERN } from "./identity";
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 const KID_PATTERN = /^[\x21-\x7e]{1,256}$/;
@@ -35,11 +35,15 @@ export async function verifyAccessToken(
   options: VerifyOptions = {},
 ): Promise<Identity> {
   const payload = await verifyJwt(token, config, keys, config.resource, options);
-  const tenant = claimAtPath(payload, config.tenantClaim);
-  if (typeof tenant !== "string" || !TENANT_PATTERN.test(tenant)) {
-    throw fail("ERR_TOKEN_TENANT", "missing or invalid tenant claim");
+  // Exclusive audiences: a tenant token may not also be an admin token (issue 11 item 3).
+  if (audiences(payload).includes(config.adminAudience)) {
+    throw fail("ERR_TOKEN_AUDIENCE", "tenant token also names the admin audience");
   }
-  return { ...principal(payload), tenant };
+  const tenant = claimAtPath(payload, config.tenantClaim);
+  if (!isTenantId(tenant)) throw fail("ERR_TOKEN_TENANT", "missing, invalid or reserved tenant claim");
+  const identity = { ...principal(payload, config), tenant };
+  if (identity.scopes.includes(ADMIN_SCOPE)) throw fail("ERR_TOKEN_AUDIENCE", "tenant token carries the admin scope");
+  return identity;
 }
 
 /** A platform operator verified for the admin API: a token for the admin audience with the admin scope. */
@@ -48,14 +52,16 @@ export interface AdminIdentity {
   readonly scopes: readonly string[];
   readonly tokenId: string | null;
   readonly expiresAt: number;
+  readonly issuedAt: number;
 }
 
 export const ADMIN_SCOPE = "platform:admin";
 
 /**
  * Verifies a platform-admin token: same issuer, keys and algorithm policy as tenant tokens, but the audience is
- * the admin API's (ADMIN_AUDIENCE) and the `platform:admin` scope is required. A tenant token is refused here (wrong
- * audience), and an admin token is refused at /mcp (wrong audience), so neither can stand in for the other.
+ * the admin API's (ADMIN_AUDIENCE) and the `platform:admin` scope is required. The roles are exclusive: an admin
+ * token whose `aud` also names the MCP resource, or that carries a tenant claim, is refused here; a tenant token
+ * whose `aud` also names the admin audience, or that carries `platform:admin`, is refused by verifyAccessToken.
  */
 export async function verifyAdminToken(
   token: string,
@@ -64,7 +70,14 @@ export async function verifyAdminToken(
   options: VerifyOptions = {},
 ): Promise<AdminIdentity> {
   const payload = await verifyJwt(token, config, keys, config.adminAudience, options);
-  const admin = principal(payload);
+  // Exclusive audiences: an admin token names no tenant and is not also an access token for /mcp.
+  if (audiences(payload).includes(config.resource)) {
+    throw fail("ERR_TOKEN_AUDIENCE", "admin token also names the MCP resource");
+  }
+  if (claimAtPath(payload, config.tenantClaim) !== undefined) {
+    throw fail("ERR_TOKEN_AUDIENCE", "admin token carries a tenant claim");
+  }
+  const admin = principal(payload, config);
   if (!admin.scopes.includes(ADMIN_SCOPE)) throw new InsufficientScopeError([ADMIN_SCOPE]);
   return admin;
 }
@@ -84,7 +97,10 @@ async function verifyJwt(
       audience,
       algorithms: [...config.algorithms],
       clockTolerance: config.clockToleranceS,
-      requiredClaims: ["exp", "sub"],
+      // Token age (issue 11 item 4): jose then requires `iat`, refuses an age above the maximum (ERR_TOKEN_TOO_OLD)
+      // and an `iat` in the future beyond the tolerance (ERR_TOKEN_NOT_YET_VALID).
+      maxTokenAge: config.maxTokenAgeS,
+      requiredClaims: ["exp", "sub", "iat"],
       ...(config.tokenTyp ? { typ: config.tokenTyp } : {}),
       ...(options.currentDate ? { currentDate: options.currentDate } : {}),
     });
@@ -94,14 +110,24 @@ async function verifyJwt(
   }
 }
 
-function principal(payload: JWTPayload): Omit<Identity, "tenant"> {
+function principal(payload: JWTPayload, config: Config): Omit<Identity, "tenant"> {
   if (typeof payload.sub !== "string" || !SUBJECT_PATTERN.test(payload.sub)) {
     throw fail("ERR_TOKEN_SUBJECT", "missing or invalid subject");
   }
   if (typeof payload.exp !== "number") throw fail("ERR_TOKEN_CLAIMS", "missing exp");
+  if (typeof payload.iat !== "number") throw fail("ERR_TOKEN_CLAIMS", "missing iat");
   const jti = payload.jti;
-  if (jti !== undefined && (typeof jti !== "string" || jti.length > 256)) throw fail("ERR_TOKEN_CLAIMS", "invalid jti");
-  return { subject: payload.sub, scopes: parseScopes(payload), tokenId: jti ?? null, expiresAt: payload.exp };
+  if (jti !== undefined && (typeof jti !== "string" || !JTI_PATTERN.test(jti))) {
+    throw fail("ERR_TOKEN_CLAIMS", "invalid jti");
+  }
+  return {
+    subject: payload.sub,
+    scopes: parseScopes(payload),
+    tokenId: jti ?? null,
+    // The tenant object re-checks this bound, so the age limit holds there too (e.g. for a long SSE stream).
+    expiresAt: Math.min(payload.exp, payload.iat + config.maxTokenAgeS),
+    issuedAt: payload.iat,
+  };
 }
 
 /**
@@ -161,6 +187,12 @@ export function bearerFromRequest(request: Request): string {
   return match[1];
 }
 
+/** The `aud` claim as a list (jose has already checked it is a string or an array of strings). */
+function audiences(payload: JWTPayload): readonly string[] {
+  const aud = payload.aud;
+  return typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud : [];
+}
+
 function claimAtPath(payload: JWTPayload, path: readonly string[]): unknown {
   let value: unknown = payload;
   for (const part of path) {
@@ -195,6 +227,8 @@ function mapJoseError(error: unknown, remoteKeys: boolean): KbError {
   }
   switch (error.code) {
     case "ERR_JWT_EXPIRED":
+      // jose reports a token older than maxTokenAge as expired on the `iat` claim.
+      if ((error as errors.JWTExpired).claim === "iat") return fail("ERR_TOKEN_TOO_OLD", "token too old", error);
       return fail("ERR_TOKEN_EXPIRED", "token expired", error);
     case "ERR_JWT_CLAIM_VALIDATION_FAILED": {
       const { claim, reason } = error as errors.JWTClaimValidationFailed;

@@ -2,6 +2,7 @@ import type { Identity } from "../auth/identity";
 import { InsufficientScopeError, KbError } from "../errors";
 import type { TenantContext } from "../tenant/tenant-context";
 import { type RangeRequest, resolveRange } from "./encrypted-blobs";
+import { documentSecurityHeaders } from "./response-headers";
 
 /**
  * The streaming document endpoint, inside the tenant object: PUT (Content-Length required; the body is encrypted
@@ -42,6 +43,7 @@ export async function serveDocumentRequest(
         "cache-control": "no-store",
         "accept-ranges": "bytes",
         etag: `"${meta.id}-${Date.parse(meta.updatedAt)}"`,
+        ...documentSecurityHeaders(meta.contentType),
       });
       if (request.method === "HEAD") {
         headers.set("content-length", String(meta.size));

@@ -15,11 +15,36 @@ export interface WrappedKey {
 
 const IV_BYTES = 12;
 
-function associatedData(tenant: string, version: number, epoch: string): Uint8Array {
-  return new TextEncoder().encode(`tenant-mcp-kb/data-key/v1\0${tenant}\0${version}\0${epoch}`);
+/**
+ * Key domains (issue 11 item 6). The domain label leads the associated data, so a key wrapped in one domain never
+ * unwraps in another whatever the owner field says: a tenant id (any value, reserved or not) can only ever produce
+ * "data-key" associated data, and the registry's signing keys are wrapped as "signing-key". Before, signing keys
+ * were data keys of the pseudo-tenant "platform-signing"; signing-keys.ts still reads that format once and rewraps.
+ */
+export type KeyDomain = "data-key" | "signing-key";
+
+function associatedData(domain: KeyDomain, owner: string, version: number, epoch: string): Uint8Array {
+  return new TextEncoder().encode(`tenant-mcp-kb/${domain}/v1\0${owner}\0${version}\0${epoch}`);
 }
 
-export async function wrapKey(
+/** Wraps a tenant data key (domain "data-key", owner = the tenant id). */
+export function wrapKey(
+  master: MasterKeys,
+  tenant: string,
+  version: number,
+  key: Uint8Array,
+  epoch = master.current,
+): Promise<WrappedKey> {
+  return wrapKeyIn("data-key", master, tenant, version, key, epoch);
+}
+
+/** Unwraps a tenant data key (domain "data-key"). */
+export function unwrapKey(master: MasterKeys, record: WrappedKey): Promise<Uint8Array> {
+  return unwrapKeyIn("data-key", master, record);
+}
+
+export async function wrapKeyIn(
+  domain: KeyDomain,
   master: MasterKeys,
   tenant: string,
   version: number,
@@ -30,7 +55,7 @@ export async function wrapKey(
   const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
   const sealed = new Uint8Array(
     await crypto.subtle.encrypt(
-      { name: "AES-GCM", iv, additionalData: associatedData(tenant, version, epoch) },
+      { name: "AES-GCM", iv, additionalData: associatedData(domain, tenant, version, epoch) },
       await master.kek(epoch),
       key,
     ),
@@ -41,7 +66,7 @@ export async function wrapKey(
   return { tenant, version, epoch, wrapped };
 }
 
-export async function unwrapKey(master: MasterKeys, record: WrappedKey): Promise<Uint8Array> {
+export async function unwrapKeyIn(domain: KeyDomain, master: MasterKeys, record: WrappedKey): Promise<Uint8Array> {
   if (!master.has(record.epoch)) throw new KbError("ERR_KEY_UNAVAILABLE", "key unavailable");
   if (record.wrapped.byteLength !== IV_BYTES + 32 + 16) throw new KbError("ERR_DECRYPT", "decryption failed");
   try {
@@ -49,7 +74,7 @@ export async function unwrapKey(master: MasterKeys, record: WrappedKey): Promise
       {
         name: "AES-GCM",
         iv: record.wrapped.subarray(0, IV_BYTES),
-        additionalData: associatedData(record.tenant, record.version, record.epoch),
+        additionalData: associatedData(domain, record.tenant, record.version, record.epoch),
       },
       await master.kek(record.epoch),
       record.wrapped.subarray(IV_BYTES),

@@ -1,4 +1,5 @@
 import type { Hono } from "hono";
+import { hasScopes } from "../auth/identity";
 import { keyResolver } from "../auth/keys";
 import { verifyAccessToken } from "../auth/verify-token";
 import { isKbError } from "../errors";
@@ -7,6 +8,7 @@ import { checkOriginAndHost } from "../http/origin-guard";
 import { readBodyCapped } from "../http/transport-guards";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
+import { JWKS_MAX_AGE_S, jwksCacheKey, jwksMemo } from "./jwks-cache";
 import { OAuthError, oauthErrorResponse, parseExchangeForm } from "./token-exchange";
 
 const MAX_FORM_BYTES = 16 * 1024;
@@ -14,7 +16,8 @@ const MAX_FORM_BYTES = 16 * 1024;
 /**
  * POST /oauth/token (RFC 8693 token exchange) and GET /.well-known/jwks.json (the keys that sign exchanged tokens).
  * The subject token is verified exactly like the edge verifies an access token (issuer, audience = this server,
- * algorithms, lifetime, tenant claim); the policy decision is the tenant object's. Nothing is issued on any error.
+ * algorithms, lifetime, tenant claim, and the endpoint scopes REQUIRED_SCOPES that /mcp requires); the policy
+ * decision is the tenant object's. Nothing is issued on any error.
  */
 export function registerTokenRoutes(app: Hono<AppEnv>): void {
   app.post("/oauth/token", async (c) => {
@@ -45,6 +48,12 @@ export function registerTokenRoutes(app: Hono<AppEnv>): void {
         throw new OAuthError("invalid_grant", "the subject token is invalid");
       }
       c.set("identity", identity);
+      // The subject token must be one /mcp would accept: the endpoint scopes (REQUIRED_SCOPES) are required too.
+      const missing = hasScopes(identity, config.requiredScopes);
+      if (missing.length) {
+        log("warn", { event: "token.exchange.refused", requestId, code: "ERR_INSUFFICIENT_SCOPE" });
+        throw new OAuthError("invalid_grant", `the subject token lacks the required scope: ${missing.join(" ")}`);
+      }
       const outcome = await tenantStub(c.env, identity).exchange(identity, requestId, {
         resource: request.resource,
         audience: request.audience,
@@ -63,11 +72,47 @@ export function registerTokenRoutes(app: Hono<AppEnv>): void {
     }
   });
 
+  // Public, tenant-neutral, cached at the edge (jwks-cache.ts): a flood never reaches the registry object.
   app.get("/.well-known/jwks.json", async (c) => {
-    const registry = c.env.TENANT_REGISTRY.get(c.env.TENANT_REGISTRY.idFromName("registry"));
-    return c.json(await registry.jwks(), 200, {
-      "cache-control": "public, max-age=300",
-      "access-control-allow-origin": "*",
+    const key = jwksCacheKey(c.req.url);
+    const cache = await edgeCache();
+    const hit = await cache?.match(key).catch(() => undefined);
+    if (hit) return new Response(hit.body, hit);
+    const body = await jwksMemo.get(async () => {
+      const registry = c.env.TENANT_REGISTRY.get(c.env.TENANT_REGISTRY.idFromName("registry"));
+      return registry.jwks();
     });
+    const response = new Response(JSON.stringify(body), {
+      status: 200,
+      headers: {
+        "content-type": "application/json",
+        "cache-control": `public, max-age=${JWKS_MAX_AGE_S}`,
+        "access-control-allow-origin": "*",
+      },
+    });
+    if (cache) {
+      const stored = cache.put(key, response.clone()).catch(() => undefined);
+      try {
+        c.executionCtx.waitUntil(stored);
+      } catch {
+        await stored;
+      }
+    }
+    return response;
   });
+}
+
+/** The Workers Cache API's default cache, or null where there is none (the JWKS is then served from the memo). */
+async function edgeCache(): Promise<Cache | null> {
+  try {
+    return typeof caches === "undefined" ? null : caches.default;
+  } catch {
+    return null;
+  }
+}
+
+/** Forgets the cached JWKS in this isolate and location (after a signing-key rotation). */
+export async function forgetCachedJwks(requestUrl: string): Promise<void> {
+  jwksMemo.clear();
+  await (await edgeCache())?.delete(jwksCacheKey(requestUrl)).catch(() => false);
 }

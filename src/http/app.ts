@@ -1,4 +1,5 @@
 import { type Context, Hono } from "hono";
+import { routePath } from "hono/route";
 import { registerAdminRoutes } from "../admin/admin-api";
 import type { Identity } from "../auth/identity";
 import { hasScopes } from "../auth/identity";
@@ -41,7 +42,9 @@ export function createApp(): Hono<AppEnv> {
       tenant: identity?.tenant,
       subject: identity?.subject,
       method: c.req.method,
-      path: new URL(c.req.url).pathname,
+      // The matched route pattern ("/v1/documents/:id", "/admin/tenants/:tenant"), never the raw path or query:
+      // a URL can carry a credential or a tenant's document id, and this line is kept by the platform's log store.
+      route: loggedRoute(c),
       status,
       outcome: status < 400 ? "ok" : status >= 500 ? "error" : "rejected",
       ms: Date.now() - started,
@@ -158,6 +161,15 @@ export function createApp(): Hono<AppEnv> {
     c.json({ error: "not_found", error_description: "No such route." }, 404, { "cache-control": "no-store" }),
   );
   return app;
+}
+
+/**
+ * The route pattern that answered the request (after `next()` Hono's route index is the handler that ran), or
+ * "(no route)" when none matched (the not-found handler): the catch-all middleware "*" is not a route.
+ */
+function loggedRoute(c: Context<AppEnv>): string {
+  const pattern = routePath(c);
+  return pattern === "" || pattern === "*" || pattern === "/*" ? "(no route)" : pattern;
 }
 
 const CORS_REQUEST_HEADERS =

@@ -78,13 +78,26 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
     const requested = (parsedBody as { params?: { protocolVersion?: unknown } }).params?.protocolVersion;
     const offered =
       typeof requested === "string" && LEGACY_VERSIONS.includes(requested) ? requested : DEFAULT_LEGACY_VERSION;
-    const response = await handlerFor(offered)(request, { parsedBody });
+    // Version negotiation agrees with the edge (issue 11 item 11): a revision the edge would refuse in
+    // MCP-Protocol-Version (e.g. 2024-11-05, the HTTP+SSE era) is never negotiated. The SDK echoes any revision it
+    // knows, so the handshake is handed to it as a request for `offered`: the client is answered with a version it
+    // can actually use on the next request, or disconnects (MCP lifecycle, version negotiation).
+    const negotiated = offered === requested ? parsedBody : withProtocolVersion(parsedBody, offered);
+    const handshake =
+      negotiated === parsedBody
+        ? request
+        : new Request(request.url, { method: "POST", headers: request.headers, body: JSON.stringify(negotiated) });
+    const response = await handlerFor(offered)(handshake, { parsedBody: negotiated });
     // A session exists only for a handshake that succeeded: the answer must be a result for this request id.
     const text = await response.text();
     const result = initializeResult(text, id);
     const copy = new Response(text, response);
     if (response.status >= 400 || !result) return copy;
-    const version = LEGACY_VERSIONS.includes(result.protocolVersion) ? result.protocolVersion : offered;
+    if (!LEGACY_VERSIONS.includes(result.protocolVersion)) {
+      // Fail closed: never open a session at a revision the edge refuses.
+      throw new KbError("ERR_PROTOCOL_VERSION", "Bad Request: unsupported protocol version");
+    }
+    const version = result.protocolVersion;
     const sessionId = await sessions.create(identity.subject, version, now);
     log("info", {
       event: "mcp.session.created",
@@ -131,6 +144,12 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
   const out = new Response(response.body, response);
   out.headers.set("mcp-session-id", sessionId);
   return out;
+}
+
+/** A copy of an initialize request asking for `version` (params otherwise unchanged). */
+function withProtocolVersion(body: unknown, version: string): unknown {
+  const request = body as { params?: Record<string, unknown> };
+  return { ...request, params: { ...(request.params ?? {}), protocolVersion: version } };
 }
 
 /** The InitializeResult for request `id` in a JSON or SSE response body, or null. */

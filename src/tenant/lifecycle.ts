@@ -161,6 +161,7 @@ export class TenantLifecycle {
       this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM run_atoms WHERE tenant = ?`, tenant);
+      this.#sql.exec(`DELETE FROM token_revocations WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM tenant_meta WHERE key IN ('egress_policy', 'purge_r2_pending')`);
       this.#ctx.blobs.forgetGarbage();
       const done = this.receipt() as ShredReceipt;

@@ -139,8 +139,12 @@ export class TenantRegistry extends DurableObject<Env> {
     if (!job.completedAt) await this.ctx.storage.setAlarm(Date.now());
   }
 
+  /** One SigningKeys per object lifetime, so its imported private key is reused across exchanges. */
+  #signingKeys: SigningKeys | null = null;
+
   #signing(): SigningKeys {
-    return new SigningKeys(this.ctx.storage.sql, MasterKeys.fromEnv(this.env));
+    this.#signingKeys ??= new SigningKeys(this.ctx.storage.sql, MasterKeys.fromEnv(this.env));
+    return this.#signingKeys;
   }
 
   #job(): RewrapJob | null {

@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { type Identity, SUBJECT_PATTERN, TENANT_PATTERN } from "../auth/identity";
+import { type Identity, isTenantId, SUBJECT_PATTERN } from "../auth/identity";
 import { serveDocumentRequest } from "../blob/document-http";
 import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
@@ -14,6 +14,7 @@ import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer } from "../mcp/server-factory";
 import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
+import { createRevocationsTable, parseRevocation, type Revocation, Revocations } from "./revocations";
 import { migrate } from "./schema";
 import { type QuotaUsage, TenantContext } from "./tenant-context";
 
@@ -59,6 +60,7 @@ export class TenantServer extends DurableObject<Env> {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       migrate(ctx.storage.sql);
+      createRevocationsTable(ctx.storage.sql);
       // After a crash, work may be left that no alarm is set for (garbage objects of an interrupted write, a run
       // whose synchronous driver died): make sure the jobs look at it.
       if (hasPendingWork(ctx.storage.sql) && (await ctx.storage.getAlarm()) === null) {
@@ -202,6 +204,20 @@ export class TenantServer extends DurableObject<Env> {
     return state;
   }
 
+  /** Revokes access tokens of this tenant, by `jti` or by subject (issued before a time); see revocations.ts. */
+  async adminRevoke(tenant: string, body: unknown, requestedBy: string): Promise<Revocation> {
+    const ctx = this.#knownContext(tenant);
+    this.#lifecycle(ctx).assertActive();
+    const nowS = Math.floor(Date.now() / 1000);
+    const revocation = parseRevocation(body, loadConfig(this.env), nowS);
+    return new Revocations(this.ctx.storage.sql, tenant).add(revocation, requestedBy, nowS);
+  }
+
+  async adminRevocations(tenant: string): Promise<Revocation[]> {
+    this.#knownContext(tenant);
+    return new Revocations(this.ctx.storage.sql, tenant).list(Math.floor(Date.now() / 1000));
+  }
+
   /** Master epoch rotation, per tenant: rewrap every data key under the current epoch (data untouched). */
   async rewrapKeys(tenant: string): Promise<number> {
     const ctx = this.#knownContext(tenant);
@@ -287,7 +303,8 @@ export class TenantServer extends DurableObject<Env> {
     const valid =
       typeof identity?.subject === "string" &&
       SUBJECT_PATTERN.test(identity.subject) &&
-      typeof identity.expiresAt === "number";
+      typeof identity.expiresAt === "number" &&
+      typeof identity.issuedAt === "number";
     if (!valid) {
       log("warn", { event: "tenant.mismatch", requestId, outcome: "rejected" });
       throw new KbError("ERR_TENANT_MISMATCH", "Forbidden");
@@ -296,14 +313,19 @@ export class TenantServer extends DurableObject<Env> {
     if ((identity.expiresAt + config.clockToleranceS) * 1000 <= Date.now()) {
       throw new KbError("ERR_TOKEN_EXPIRED", "token expired");
     }
+    try {
+      new Revocations(this.ctx.storage.sql, identity.tenant).assertNotRevoked(identity, Math.floor(Date.now() / 1000));
+    } catch (error) {
+      log("warn", { event: "token.revoked", requestId, tenant: identity.tenant, code: "ERR_TOKEN_REVOKED" });
+      throw error;
+    }
     return context;
   }
 
   /** This object's tenant context, after checking that `tenant` is this object's tenant. */
   #context(tenant: string, requestId?: string): TenantContext {
     const ours =
-      typeof tenant === "string" &&
-      TENANT_PATTERN.test(tenant) &&
+      isTenantId(tenant) &&
       this.env.TENANT_SERVER.idFromName(tenant).equals(this.ctx.id) &&
       this.#bindTenant(tenant) === tenant;
     if (!ours) {

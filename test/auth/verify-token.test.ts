@@ -433,7 +433,7 @@ describe("verifyAccessToken attack table", () => {
 describe("verifyAccessToken accepts what it should", () => {
   it.each(["ES256", "RS256", "EdDSA"] as const)("happy path %s", async (alg) => {
     const token = await mintToken({ alg, tenant: "acme-corp", sub: "user-1", scope: "mcp kb.read kb.write" });
-    const { jti, exp } = decodeJwt(token);
+    const { jti, exp, iat } = decodeJwt(token);
     expect(decodeProtectedHeader(token).alg).toBe(alg);
     const identity = await verifyAccessToken(token, config, keyResolver(config));
     expect(identity).toEqual({
@@ -442,6 +442,7 @@ describe("verifyAccessToken accepts what it should", () => {
       scopes: ["mcp", "kb.read", "kb.write"],
       tokenId: jti,
       expiresAt: exp,
+      issuedAt: iat,
     });
   });
 

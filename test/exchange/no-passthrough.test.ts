@@ -383,6 +383,7 @@ describe("external token exchange (EXCHANGE_TOKEN_URL)", () => {
       scopes: ["mcp", "docs.read"],
       tokenId: jti,
       expiresAt: Math.floor(Date.now() / 1000) + 600,
+      issuedAt: Math.floor(Date.now() / 1000),
     };
     const target = { resource: DOWNSTREAM, audience: AUDIENCE, scopes: ["docs.read", "docs.write"] };
     expect(await tokens.tokenFor(identity, target)).toBe("idp-issued-token");

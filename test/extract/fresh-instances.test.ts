@@ -267,6 +267,7 @@ describe("one attempt at a time", () => {
           scopes: ["mcp", "kb.read", "kb.write"],
           tokenId: null,
           expiresAt: Math.floor(Date.now() / 1000) + 600,
+          issuedAt: Math.floor(Date.now() / 1000),
         };
         const raw = modernRequest(1, "tools/call", { name: "ingest_document", arguments: { document_id: "big" } });
         const request = new Request("https://kb.test/mcp", {

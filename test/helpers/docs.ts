@@ -192,6 +192,7 @@ export async function callToolInObject(
       scopes,
       tokenId: null,
       expiresAt: Math.floor(Date.now() / 1000) + 600,
+      issuedAt: Math.floor(Date.now() / 1000),
     };
     const version = (await context.keyring.current()).version;
     const handles = await HandleCodec.create(await context.keyring.subkey(version, "handles"), identity);

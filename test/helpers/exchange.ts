@@ -2,7 +2,9 @@ import { env, exports } from "cloudflare:workers";
 import { createLocalJWKSet, decodeJwt, type JSONWebKeySet } from "jose";
 import { expect, vi } from "vitest";
 import { mintAdminToken } from "./admin";
-import { BASE } from "./tokens";
+import { modernRequest } from "./clients";
+import { mcpFetch } from "./mcp-http";
+import { BASE, mintToken } from "./tokens";
 
 /**
  * Helpers for the token-exchange and egress tests: the admin egress-policy call (PUT, which the shared admin helper
@@ -24,6 +26,8 @@ export async function putEgress(
   tenant: string,
   policy: PolicyInput | unknown,
 ): Promise<{ status: number; body: Record<string, unknown>; text: string }> {
+  // Admin routes never create a tenant (404 for a name never served): the tenant's first request does.
+  await servedOnce(tenant);
   const token = await mintAdminToken();
   const response = await exports.default.fetch(
     new Request(`${BASE}/admin/tenants/${tenant}/egress`, {
@@ -202,4 +206,11 @@ export function randomBytes(length: number): Uint8Array {
 
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.byteLength === b.byteLength && a.every((byte, index) => byte === b[index]);
+}
+
+/** Makes sure the tenant has served one request (an offboarded tenant's refusal is fine: it exists). */
+async function servedOnce(tenant: string): Promise<void> {
+  const token = await mintToken({ tenant, sub: "egress-setup" });
+  const raw = modernRequest(1, "tools/call", { name: "whoami", arguments: {} });
+  await (await mcpFetch({ method: "POST", token, headers: raw.headers, body: raw.body })).text();
 }

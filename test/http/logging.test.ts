@@ -80,7 +80,7 @@ function expectRefusedAndLogged(ex: Exchange, code: string): void {
   expect(ex.response.status).toBe(401);
   expect(ex.lines.filter((line) => line.code === code)).toHaveLength(1);
   expect(ex.lines.find((line) => line.code === code)).toMatchObject({ event: "request.refused", status: 401 });
-  expect(accessLine(ex)).toMatchObject({ status: 401, outcome: "rejected", path: "/mcp", method: "POST" });
+  expect(accessLine(ex)).toMatchObject({ status: 401, outcome: "rejected", route: "/mcp", method: "POST" });
   // No identity was established, so nothing the token claims (tenant, subject) is logged as fact.
   for (const line of ex.lines) {
     expect(line.tenant).toBeUndefined();
@@ -130,7 +130,7 @@ describe("structured request logs", () => {
         outcome: "ok",
         status: 200,
         method: "POST",
-        path: "/mcp",
+        route: "/mcp",
       });
     }
     // The tenant object's own line is captured too (so the checks above cover it).
@@ -188,5 +188,44 @@ describe("structured request logs", () => {
       status: 403,
     });
     expect(accessLine(ex)).toMatchObject({ status: 403, outcome: "rejected" });
+  });
+});
+
+describe("the request log writes the route pattern, never the raw path or query (issue 11 item 9)", () => {
+  it("documents, admin paths and unmatched paths: the pattern only, no id, tenant path segment or token", async () => {
+    const token = await mintToken({ tenant: "log-route" });
+    const secretId = `doc-${crypto.randomUUID()}`;
+    const cases: { send: () => Promise<Response>; route: string; leak: string }[] = [
+      {
+        send: () =>
+          mcpFetch({ method: "GET", token, path: `/v1/documents/${secretId}?access_token=${token}`, headers: {} }),
+        route: "/v1/documents/:id",
+        leak: secretId,
+      },
+      {
+        send: () => mcpFetch({ method: "GET", token, path: `/v1/documents/${secretId}`, headers: { accept: "*/*" } }),
+        route: "/v1/documents/:id",
+        leak: secretId,
+      },
+      {
+        send: () => mcpFetch({ method: "GET", token, path: "/admin/tenants/log-route-secret-name" }),
+        route: "/admin/tenants/:tenant",
+        leak: "log-route-secret-name",
+      },
+      {
+        send: () => mcpFetch({ method: "GET", path: `/no/such/${secretId}?access_token=${token}` }),
+        route: "(no route)",
+        leak: secretId,
+      },
+    ];
+    for (const { send, route, leak } of cases) {
+      const ex = await exchange(send);
+      expectWellFormed(ex);
+      expectNoSecret(ex, token);
+      const line = accessLine(ex);
+      expect(line.route).toBe(route);
+      expect(line).not.toHaveProperty("path");
+      for (const raw of ex.raw) expect(raw).not.toContain(leak);
+    }
   });
 });

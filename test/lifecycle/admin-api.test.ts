@@ -136,7 +136,7 @@ describe("who may call the admin API", () => {
     const tokens = [
       await mintAdminToken({ scope: "mcp kb.read kb.write" }),
       await mintAdminToken({ scope: "platform:admins platform" }),
-      await mintAdminToken({ scope: "", claims: { tenant_id: T } }),
+      await mintAdminToken({ scope: "" }),
     ];
     for (const token of tokens) {
       for (const route of routes(T)) {
@@ -199,8 +199,10 @@ describe("who may call the admin API", () => {
       const inSession = await legacyWhoami(token, sessionId);
       expect(inSession.status).toBe(401);
     }
-    // The admin audience really is the one these tokens carry: the same token works on the admin API.
-    expect((await admin("GET", `/admin/tenants/${T}`, { token: tokens[1] })).status).toBe(200);
+    // The admin audience really is the one these tokens carry: the plain one works on the admin API; the one with a
+    // tenant claim is refused there too (exclusive roles, issue 11 item 3).
+    expect((await admin("GET", `/admin/tenants/${T}`, { token: tokens[0] })).status).toBe(200);
+    expect((await admin("GET", `/admin/tenants/${T}`, { token: tokens[1] })).status).toBe(401);
   });
 });
 

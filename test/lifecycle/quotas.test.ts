@@ -132,6 +132,7 @@ describe("cached exchanged tokens", () => {
       scopes: ["mcp", "docs.read"],
       tokenId: null,
       expiresAt: 0,
+      issuedAt: 0,
     };
     const target = (n: number) => ({
       resource: `https://api${n}.example.com/`,

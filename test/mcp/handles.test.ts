@@ -17,7 +17,8 @@ import { mintToken } from "../helpers/tokens";
  */
 
 function identity(tenant: string, subject: string): Identity {
-  return { tenant, subject, scopes: ["mcp"], tokenId: null, expiresAt: Math.floor(Date.now() / 1000) + 600 };
+  const now = Math.floor(Date.now() / 1000);
+  return { tenant, subject, scopes: ["mcp"], tokenId: null, expiresAt: now + 600, issuedAt: now };
 }
 
 function randomKey(): Uint8Array {
