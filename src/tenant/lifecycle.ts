@@ -91,6 +91,7 @@ export class TenantLifecycle {
       completedAt: null,
     };
     this.#ctx.keyring.destroyAll();
+    this.#ctx.localIndex?.wipe(); // plaintext vectors in this object's memory go with the keys
     const sessionsEnded = this.#sql
       .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#ctx.tenant)
       .one().n;
@@ -128,7 +129,7 @@ export class TenantLifecycle {
       );
       // Vector rows whose atom is gone (none are expected; an interrupted write of an older version could leave one).
       const strays = this.#deleted(
-        `DELETE FROM local_vectors WHERE rowid IN (SELECT rowid FROM local_vectors AS v WHERE v.tenant = ?
+        `DELETE FROM vector_rows WHERE rowid IN (SELECT rowid FROM vector_rows AS v WHERE v.tenant = ?
            AND NOT EXISTS (SELECT 1 FROM atoms AS a WHERE a.tenant = v.tenant AND a.id = v.atom_id) LIMIT ?)
          RETURNING 1`,
         tenant,
@@ -141,10 +142,13 @@ export class TenantLifecycle {
       this.#count("atoms") +
       this.#count("documents") +
       this.#count("embedding_cache") +
-      this.#count("local_vectors");
+      this.#count("vector_rows");
     if (left > 0) return "more";
     this.#transaction(() => {
       this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
+      // Sealed under destroyed keys; the last atom batch already dropped them (src/kb/local-index.ts).
+      this.#sql.exec(`DELETE FROM vector_pages WHERE tenant = ?`, tenant);
+      this.#sql.exec(`DROP TABLE IF EXISTS local_vectors`); // clear rows of a never-converted old database
       this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
       this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ?`, tenant);
       const done = this.receipt() as ShredReceipt;
@@ -185,7 +189,12 @@ export class TenantLifecycle {
     if (!state || state.completedAt || this.state() !== "active") return "idle";
     await this.#ctx.kb.resealBatch(state.to, BATCH, now, (n) => this.#bumpRotation({ resealedAtoms: n }));
     await this.#ctx.blobs.reencryptBatch(state.to, DOC_BATCH, (n) => this.#bumpRotation({ reencryptedDocuments: n }));
-    const inUse = new Set([...this.#ctx.kb.keyVersionsInUse(), ...this.#ctx.blobs.keyVersionsInUse()]);
+    await this.#ctx.localIndex?.resealBatch(state.to, BATCH, this.#ctx.transaction);
+    const inUse = new Set([
+      ...this.#ctx.kb.keyVersionsInUse(),
+      ...this.#ctx.blobs.keyVersionsInUse(),
+      ...(this.#ctx.localIndex?.keyVersionsInUse() ?? []),
+    ]);
     if ([...inUse].some((version) => version < state.to)) return "more";
     this.#transaction(() => {
       const done = this.rotation() as RotationState;
@@ -221,7 +230,7 @@ export class TenantLifecycle {
     for (let i = 0; i < ids.length; i += SQL_IDS_PER_STATEMENT) {
       const chunk = ids.slice(i, i + SQL_IDS_PER_STATEMENT);
       const list = chunk.map(() => "?").join(",");
-      for (const table of ["local_vectors", "vectorize_ids"] as const) {
+      for (const table of ["vector_rows", "vectorize_ids"] as const) {
         n += this.#sql
           .exec<{ n: number }>(
             `SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ? AND atom_id IN (${list})`,
@@ -258,7 +267,7 @@ export class TenantLifecycle {
     return this.#sql.exec(statement, ...bindings).toArray().length;
   }
 
-  #count(table: "atoms" | "documents" | "embedding_cache" | "local_vectors"): number {
+  #count(table: "atoms" | "documents" | "embedding_cache" | "vector_rows"): number {
     return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ?`, this.#ctx.tenant).one()
       .n;
   }

@@ -2,7 +2,7 @@
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -51,14 +51,24 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, tag_token, atom_id)
    )`,
   `CREATE INDEX IF NOT EXISTS atom_tags_by_atom ON atom_tags (tenant, atom_id)`,
-  `CREATE TABLE IF NOT EXISTS local_vectors (
-     tenant  TEXT NOT NULL,
-     atom_id TEXT NOT NULL,
-     q8      BLOB NOT NULL,
-     scale   REAL NOT NULL,
-     f32     BLOB NOT NULL,
+  // Local vector index, sealed under the tenant's "vectors" subkey (src/kb/vector-pages.ts, docs/crypto.md):
+  // int8 copies, scales and atom ids 256 rows a page, and each atom's exact float32 vector. Version 3 and older
+  // databases had a clear `local_vectors` table; src/kb/legacy-vectors.ts converts and drops it.
+  `CREATE TABLE IF NOT EXISTS vector_pages (
+     tenant      TEXT NOT NULL,
+     page        INTEGER NOT NULL,
+     key_version INTEGER NOT NULL,
+     sealed      BLOB NOT NULL,
+     PRIMARY KEY (tenant, page)
+   )`,
+  `CREATE TABLE IF NOT EXISTS vector_rows (
+     tenant      TEXT NOT NULL,
+     atom_id     TEXT NOT NULL,
+     key_version INTEGER NOT NULL,
+     sealed      BLOB NOT NULL,
      PRIMARY KEY (tenant, atom_id)
    )`,
+  `CREATE INDEX IF NOT EXISTS vector_rows_by_key_version ON vector_rows (tenant, key_version)`,
   `CREATE TABLE IF NOT EXISTS vectorize_ids (
      tenant    TEXT NOT NULL,
      vector_id TEXT NOT NULL,

@@ -12,6 +12,7 @@ import { KnowledgeBase } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
 import { LocalVectorIndex } from "../kb/local-index";
 import { embedderFor, placementFor } from "../kb/placement";
+import { VectorSealer } from "../kb/vector-pages";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
 
@@ -26,6 +27,8 @@ export class TenantContext {
   readonly keyring: TenantKeyring;
   readonly kb: KnowledgeBase;
   readonly blobs: EncryptedBlobs;
+  /** The local vector index when this tenant's vectors are placed locally (sealed pages), else null. */
+  readonly localIndex: LocalVectorIndex | null;
   /** Runs `fn` as one SQLite transaction of this object's storage. */
   readonly transaction: <T>(fn: () => T) => T;
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
@@ -43,9 +46,14 @@ export class TenantContext {
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
     const placement = placementFor(env, tenant);
+    const local =
+      placement.kind === "local"
+        ? new LocalVectorIndex(sql, tenant, embedder.dimensions, new VectorSealer(this.keyring, tenant))
+        : null;
+    this.localIndex = local;
     const store =
       placement.kind === "local"
-        ? new LocalVectorIndex(sql, tenant, embedder.dimensions)
+        ? (local as LocalVectorIndex)
         : new VectorizeVectorStore(sql, tenant, placement.vectorize, embedder.dimensions);
     this.kb = new KnowledgeBase({
       sql,

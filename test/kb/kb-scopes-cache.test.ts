@@ -7,9 +7,9 @@ import { AtomCipher } from "../../src/kb/atom-cipher";
 import { type AiBinding, type Embedder, hashEmbed, WorkersAiEmbedder } from "../../src/kb/embedder";
 import { contentHash, EmbeddingCache } from "../../src/kb/embedding-cache";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
-import { LocalVectorIndex } from "../../src/kb/local-index";
 import { MODERN_VERSION } from "../helpers/clients";
 import { type KbCaller, kbCaller, type RpcAnswer, type StatsOut, uniqueTenant } from "../helpers/kb-client";
+import { localIndex } from "../helpers/local-index";
 import { mcpFetch } from "../helpers/mcp-http";
 
 /**
@@ -19,7 +19,7 @@ import { mcpFetch } from "../helpers/mcp-http";
  */
 
 const stubFor = (tenant: string) => env.TENANT_SERVER.get(env.TENANT_SERVER.idFromName(tenant));
-const TABLES = ["atoms", "atom_tags", "local_vectors", "embedding_cache"] as const;
+const TABLES = ["atoms", "atom_tags", "vector_rows", "embedding_cache"] as const;
 
 async function tableCounts(tenant: string): Promise<Record<string, number>> {
   return runInDurableObject(stubFor(tenant), (_instance, state) => {
@@ -190,6 +190,7 @@ function buildKb(
   options: { maxAtoms?: number; failCommit?: boolean } = {},
 ): KnowledgeBase {
   const sql = state.storage.sql;
+  const keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
   return new KnowledgeBase({
     sql,
     transaction: (fn) =>
@@ -199,8 +200,8 @@ function buildKb(
         return result;
       }),
     tenant,
-    store: new LocalVectorIndex(sql, tenant, 384),
-    cipher: new AtomCipher(new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env)), tenant),
+    store: localIndex(sql, tenant, 384, keyring),
+    cipher: new AtomCipher(keyring, tenant),
     embedder,
     cache: new EmbeddingCache(sql, tenant),
     maxAtoms: options.maxAtoms ?? 1000,
