@@ -25,7 +25,12 @@ export interface ShredReceipt {
   purged: { atoms: number; vectors: number; documents: number; r2Objects: number; cacheRows: number };
   purgeBatches: number;
   completedAt: string | null;
+  /** When the object's storage was dropped wholesale (set with completedAt; see purgeStep). */
+  storageDroppedAt?: string;
 }
+
+/** What a shredded tenant's object keeps after its storage is dropped: the tombstone (docs/crypto.md). */
+const TOMBSTONE_KEYS = ["tenant", "registered", "schema_version", "state", "shred_receipt"] as const;
 
 export interface RotationState {
   readonly from: number[];
@@ -144,18 +149,22 @@ export class TenantLifecycle {
       this.#count("embedding_cache") +
       this.#count("vector_rows");
     if (left > 0) return "more";
-    this.#transaction(() => {
-      this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
-      // Sealed under destroyed keys; the last atom batch already dropped them (src/kb/local-index.ts).
-      this.#sql.exec(`DELETE FROM vector_pages WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DROP TABLE IF EXISTS local_vectors`); // clear rows of a never-converted old database
-      this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DELETE FROM extraction_runs WHERE tenant = ?`, tenant);
-      const done = this.receipt() as ShredReceipt;
-      done.completedAt = new Date(now).toISOString();
-      this.#setJson("shred_receipt", done);
-      this.#setMeta("state", "offboarded");
-    });
+    // Completion: everything counted is gone. What is left (atom_tags, vectorize_ids, extraction_runs, job state,
+    // vector pages under destroyed keys, freed SQLite pages holding old bytes) goes with the whole storage: it is
+    // dropped and only the tombstone is written back, in one synchronous, atomic step (TenantContext.dropStorage).
+    const done = this.receipt() as ShredReceipt;
+    done.completedAt = new Date(now).toISOString();
+    done.storageDroppedAt = done.completedAt;
+    const values: Record<(typeof TOMBSTONE_KEYS)[number], string | null> = {
+      tenant: this.#meta("tenant") ?? tenant,
+      registered: this.#meta("registered"),
+      schema_version: this.#meta("schema_version"),
+      state: "offboarded",
+      shred_receipt: JSON.stringify(done),
+    };
+    await this.#ctx.dropStorage(
+      TOMBSTONE_KEYS.flatMap((key) => (values[key] === null ? [] : [{ key, value: values[key] as string }])),
+    );
     return "idle";
   }
 

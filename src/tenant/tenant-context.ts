@@ -15,6 +15,7 @@ import { embedderFor, placementFor } from "../kb/placement";
 import { VectorSealer } from "../kb/vector-pages";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
+import { migrate } from "./schema";
 
 /**
  * Everything one tenant owns, wired for that tenant only: its keyring (data keys wrapped under the master epoch),
@@ -34,6 +35,7 @@ export class TenantContext {
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
   readonly activeRuns = new Set<string>();
   readonly #sql: SqlStorage;
+  readonly #storage: DurableObjectStorage;
   readonly #env: Env;
   #tokens: ExchangedTokens | null = null;
 
@@ -42,6 +44,7 @@ export class TenantContext {
     const sql = state.storage.sql;
     this.tenant = tenant;
     this.#sql = sql;
+    this.#storage = state.storage;
     this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
@@ -66,6 +69,26 @@ export class TenantContext {
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
     this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, this.transaction);
+  }
+
+  /**
+   * Shred, last step: drops this object's whole storage (every table, freed pages included, and the alarm) and
+   * writes back only `tombstone` (tenant_meta rows). Synchronous on purpose: with SQLite storage deleteAll() takes
+   * effect at once, and the deletion and the tombstone are written in one run with no await between them, which
+   * the object commits atomically. A crash cannot leave the object empty (an empty object would accept the name
+   * as a new tenant). Returns the promise of the deletion's confirmation.
+   */
+  dropStorage(tombstone: readonly { key: string; value: string }[]): Promise<void> {
+    const dropped = this.#storage.deleteAll();
+    migrate(this.#sql);
+    for (const { key, value } of tombstone) {
+      this.#sql.exec(
+        `INSERT INTO tenant_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+        key,
+        value,
+      );
+    }
+    return dropped;
   }
 
   /** The tenant's egress policy (allowed origins, downstream resources), set by the platform admin. */
