@@ -38,7 +38,7 @@ export function benchKnowledgeBase(state: DurableObjectState, tenant: string, en
     tenant,
     store: index,
     embedder,
-    cache: new EmbeddingCache(sql, tenant),
+    cache: new EmbeddingCache(sql, tenant, sealer),
     cipher: new AtomCipher(keyring, tenant),
     maxAtoms: LIMITS.localAtomsPerTenant,
   });

@@ -10,6 +10,7 @@ import { KbError } from "../errors";
  *   tenant, page number and key version: a page copied to another tenant, renumbered or relabelled with another
  *   version fails to open (ERR_DECRYPT).
  * - An **exact row** holds one atom's float32 vector (the re-rank copy), bound to tenant, atom id and version.
+ * - A **cached embedding** (src/kb/embedding-cache.ts) is bound to tenant, model, content hash and version.
  *
  * Sealed format: 12-byte random IV || ciphertext || 16-byte tag.
  * Page plaintext: u32 count || u32 idBytes || count x f32 scale || count x dims int8 || ids (UTF-8, "\n"-joined;
@@ -100,6 +101,23 @@ export class VectorSealer {
     const bytes = await this.#open(version, this.#exactAad(atomId, version), sealed);
     if (bytes.byteLength % 4 !== 0) throw new KbError("ERR_DECRYPT", "decryption failed");
     return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  }
+
+  sealCached(model: string, hash: string, version: number, vector: Float32Array): Promise<Uint8Array> {
+    const bytes = new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);
+    return this.#seal(version, this.#cachedAad(model, hash, version), bytes);
+  }
+
+  async openCached(model: string, hash: string, version: number, sealed: Uint8Array): Promise<Float32Array> {
+    const bytes = await this.#open(version, this.#cachedAad(model, hash, version), sealed);
+    if (bytes.byteLength % 4 !== 0) throw new KbError("ERR_DECRYPT", "decryption failed");
+    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  }
+
+  #cachedAad(model: string, hash: string, version: number): Uint8Array {
+    return new TextEncoder().encode(
+      `tenant-mcp-kb/cached-embedding/v1\0${this.#tenant}\0${model}\0${hash}\0${version}`,
+    );
   }
 
   #pageAad(page: number, version: number): Uint8Array {

@@ -199,10 +199,12 @@ export class TenantLifecycle {
     await this.#ctx.kb.resealBatch(state.to, BATCH, now, (n) => this.#bumpRotation({ resealedAtoms: n }));
     await this.#ctx.blobs.reencryptBatch(state.to, DOC_BATCH, (n) => this.#bumpRotation({ reencryptedDocuments: n }));
     await this.#ctx.localIndex?.resealBatch(state.to, BATCH, this.#ctx.transaction);
+    await this.#ctx.cache.resealBatch(state.to, BATCH, this.#ctx.transaction);
     const inUse = new Set([
       ...this.#ctx.kb.keyVersionsInUse(),
       ...this.#ctx.blobs.keyVersionsInUse(),
       ...(this.#ctx.localIndex?.keyVersionsInUse() ?? []),
+      ...this.#ctx.cache.keyVersionsInUse(),
     ]);
     if ([...inUse].some((version) => version < state.to)) return "more";
     this.#transaction(() => {

@@ -115,17 +115,24 @@ export const SCHEMA = [
      next_at        INTEGER NOT NULL,
      PRIMARY KEY (tenant, job)
    )`,
+  // Remote embeddings, sealed (src/kb/embedding-cache.ts). Version 3 and older held `vector` in the clear: that
+  // table is dropped by migrate (a cache: its rows are re-embedded on demand).
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,
      model        TEXT NOT NULL,
      content_hash TEXT NOT NULL,
-     vector       BLOB NOT NULL,
+     key_version  INTEGER NOT NULL,
+     sealed       BLOB NOT NULL,
      created_at   INTEGER NOT NULL,
      PRIMARY KEY (tenant, model, content_hash)
    )`,
 ];
 
 export function migrate(sql: SqlStorage): void {
+  const cache = sql
+    .exec(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'embedding_cache'`)
+    .toArray()[0];
+  if (cache && !String(cache.sql).includes("sealed")) sql.exec(`DROP TABLE embedding_cache`);
   for (const statement of SCHEMA) sql.exec(statement);
   sql.exec(
     `INSERT INTO tenant_meta (key, value) VALUES ('schema_version', ?)

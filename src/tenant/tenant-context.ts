@@ -30,6 +30,8 @@ export class TenantContext {
   readonly blobs: EncryptedBlobs;
   /** The local vector index when this tenant's vectors are placed locally (sealed pages), else null. */
   readonly localIndex: LocalVectorIndex | null;
+  /** Remote embeddings of this tenant, sealed like the vector pages. */
+  readonly cache: EmbeddingCache;
   /** Runs `fn` as one SQLite transaction of this object's storage. */
   readonly transaction: <T>(fn: () => T) => T;
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
@@ -49,10 +51,9 @@ export class TenantContext {
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
     const placement = placementFor(env, tenant);
-    const local =
-      placement.kind === "local"
-        ? new LocalVectorIndex(sql, tenant, embedder.dimensions, new VectorSealer(this.keyring, tenant))
-        : null;
+    const sealer = new VectorSealer(this.keyring, tenant);
+    const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;
+    this.cache = new EmbeddingCache(sql, tenant, sealer);
     this.localIndex = local;
     const store =
       placement.kind === "local"
@@ -64,7 +65,7 @@ export class TenantContext {
       tenant,
       store,
       embedder,
-      cache: new EmbeddingCache(sql, tenant),
+      cache: this.cache,
       cipher: new AtomCipher(this.keyring, tenant),
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });

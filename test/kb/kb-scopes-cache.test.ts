@@ -7,6 +7,7 @@ import { AtomCipher } from "../../src/kb/atom-cipher";
 import { type AiBinding, type Embedder, hashEmbed, WorkersAiEmbedder } from "../../src/kb/embedder";
 import { contentHash, EmbeddingCache } from "../../src/kb/embedding-cache";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
+import { VectorSealer } from "../../src/kb/vector-pages";
 import { MODERN_VERSION } from "../helpers/clients";
 import { type KbCaller, kbCaller, type RpcAnswer, type StatsOut, uniqueTenant } from "../helpers/kb-client";
 import { localIndex } from "../helpers/local-index";
@@ -203,9 +204,14 @@ function buildKb(
     store: localIndex(sql, tenant, 384, keyring),
     cipher: new AtomCipher(keyring, tenant),
     embedder,
-    cache: new EmbeddingCache(sql, tenant),
+    cache: new EmbeddingCache(sql, tenant, new VectorSealer(keyring, tenant)),
     maxAtoms: options.maxAtoms ?? 1000,
   });
+}
+
+function cacheOf(state: DurableObjectState, tenant: string): EmbeddingCache {
+  const keyring = new TenantKeyring(state.storage.sql, tenant, MasterKeys.fromEnv(env));
+  return new EmbeddingCache(state.storage.sql, tenant, new VectorSealer(keyring, tenant));
 }
 
 function cacheRows(state: DurableObjectState): { tenant: string; model: string; content_hash: string }[] {
@@ -284,8 +290,8 @@ describe("embedding cache", () => {
         .map((row) => row.tenant);
       expect(tenants).toEqual([tenantA]);
       // A cache keyed for B over A's database sees nothing of A's.
-      expect(new EmbeddingCache(state.storage.sql, tenantB).count()).toBe(0);
-      expect(new EmbeddingCache(state.storage.sql, tenantA).count()).toBe(2);
+      expect(cacheOf(state, tenantB).count()).toBe(0);
+      expect(cacheOf(state, tenantA).count()).toBe(2);
     });
     await runInDurableObject(stubFor(tenantB), (_instance, state) => {
       const tenants = state.storage.sql
@@ -293,7 +299,7 @@ describe("embedding cache", () => {
         .toArray()
         .map((row) => row.tenant);
       expect(tenants).toEqual([tenantB]);
-      expect(new EmbeddingCache(state.storage.sql, tenantA).count()).toBe(0);
+      expect(cacheOf(state, tenantA).count()).toBe(0);
     });
   });
 

@@ -7,6 +7,7 @@ import { hashEmbed, LOCAL_DIMENSIONS, LocalHashEmbedder } from "../../src/kb/emb
 import { EmbeddingCache } from "../../src/kb/embedding-cache";
 import { parseFilter } from "../../src/kb/filters";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
+import { VectorSealer } from "../../src/kb/vector-pages";
 import { VectorizeVectorStore } from "../../src/kb/vectorize-index";
 import type { VectorizeDouble } from "../helpers/vectorize-double";
 import {
@@ -45,7 +46,7 @@ function inKb<R>(fixture: BackendFixture, tenant: string, fn: (kb: KnowledgeBase
       tenant,
       store: fixture.makeStore(sql, tenant, keyring),
       embedder: new LocalHashEmbedder(),
-      cache: new EmbeddingCache(sql, tenant),
+      cache: new EmbeddingCache(sql, tenant, new VectorSealer(keyring, tenant)),
       cipher: new AtomCipher(keyring, tenant),
       maxAtoms: 1000,
     });

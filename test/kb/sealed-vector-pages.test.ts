@@ -8,7 +8,7 @@ import { hashEmbed, LocalHashEmbedder } from "../../src/kb/embedder";
 import { EmbeddingCache } from "../../src/kb/embedding-cache";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
 import type { LocalVectorIndex } from "../../src/kb/local-index";
-import { PAGE_ROWS, packPage, unpackPage } from "../../src/kb/vector-pages";
+import { PAGE_ROWS, packPage, unpackPage, VectorSealer } from "../../src/kb/vector-pages";
 import type { VectorRecord, VectorStore } from "../../src/kb/vector-store";
 import { ClearLocalVectorIndex } from "../helpers/clear-local-index";
 import { localIndex } from "../helpers/local-index";
@@ -90,7 +90,7 @@ function kbOver(
     tenant,
     store,
     embedder: new LocalHashEmbedder(),
-    cache: new EmbeddingCache(state.storage.sql, tenant),
+    cache: new EmbeddingCache(state.storage.sql, tenant, new VectorSealer(keyring, tenant)),
     cipher: new AtomCipher(keyring, tenant),
     maxAtoms: 10_000,
   });
@@ -336,6 +336,57 @@ describe("sealed local index", () => {
       const reloaded = localIndex(sql, tenant, DIMS, keyringOf(state, tenant));
       expect(await reloaded.load()).toBe(all.length + 3);
       expect(await reloaded.query(probe, 10, new Set(all.map((r) => r.id)))).toEqual(before);
+    });
+  });
+
+  it("cached remote embeddings are sealed, bound to their text, and re-sealed on rotation", async () => {
+    const tenant = uniqueTenant("cache");
+    await runInDurableObject(stubFor(tenant), async (_i, state) => {
+      const sql = state.storage.sql;
+      const keyring = keyringOf(state, tenant);
+      const cache = new EmbeddingCache(sql, tenant, new VectorSealer(keyring, tenant));
+      let calls = 0;
+      const embedder = {
+        model: "@cf/test/fake",
+        dimensions: DIMS,
+        cacheable: true,
+        embed: async (texts: readonly string[]) => {
+          calls += texts.length;
+          return texts.map((text) => hashEmbed(`remote ${text}`, DIMS));
+        },
+      };
+      const texts = ["the falcon over the glacier", "copper and cobalt in the valley"];
+      const first = await cache.embed(embedder, texts);
+      state.storage.transactionSync(() => cache.write(embedder.model, first.misses, Date.now()));
+      expect(calls).toBe(2);
+      const again = await cache.embed(embedder, texts);
+      expect(calls).toBe(2); // hits
+      expect(again.vectors).toEqual(first.vectors);
+      const needles = first.vectors.map((v) => bytesOf(v).subarray(0, 32));
+      for (const cell of allCells(sql)) expect(findAny(cell.bytes, needles), cell.table).toBe(-1);
+
+      // A sealed row moved onto another text's hash does not open: a miss, re-embedded, never the wrong vector.
+      const rows = sql
+        .exec<{ content_hash: string; sealed: ArrayBuffer }>(
+          `SELECT content_hash, sealed FROM embedding_cache ORDER BY content_hash`,
+        )
+        .toArray();
+      sql.exec(
+        `UPDATE embedding_cache SET sealed = ? WHERE content_hash = ?`,
+        rows[0]?.sealed ?? null,
+        rows[1]?.content_hash ?? "",
+      );
+      await cache.embed(embedder, texts);
+      expect(calls).toBe(3);
+
+      const target = await keyring.rotate();
+      await cache.resealBatch(target, 100, (fn) => state.storage.transactionSync(fn));
+      // The tampered row did not open: dropped. The good one is under the new version.
+      expect(cache.keyVersionsInUse()).toEqual([target]);
+      expect(cache.count()).toBe(1);
+      keyring.destroy(1);
+      await cache.embed(embedder, texts);
+      expect(calls).toBe(4); // one hit under v2, one miss (the dropped row)
     });
   });
 });
