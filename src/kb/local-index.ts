@@ -96,7 +96,7 @@ export class LocalVectorIndex implements VectorStore {
   async beforeCommitUpsert(records: readonly VectorRecord[]): Promise<void> {
     for (const record of records) this.#checkDimensions(record.vector);
     const ops: IndexOp[] = records.map((record) => ({ kind: "put", id: record.id, ...quantize(record.vector) }));
-    const plan = await this.#plan(ops, false);
+    const plan = await this.#plan(ops);
     const exact = await Promise.all(
       records.map(async (record) => ({
         id: record.id,
@@ -139,13 +139,7 @@ export class LocalVectorIndex implements VectorStore {
       });
       return;
     }
-    this.#plans.set(
-      ids,
-      await this.#plan(
-        ids.map((id) => ({ kind: "remove", id })),
-        false,
-      ),
-    );
+    this.#plans.set(ids, await this.#plan(ids.map((id) => ({ kind: "remove", id }))));
   }
 
   writeDeleteRows(ids: readonly string[]): void {
@@ -304,7 +298,7 @@ export class LocalVectorIndex implements VectorStore {
     this.#generation++;
   }
 
-  async #plan(ops: IndexOp[], shredded: boolean): Promise<Plan> {
+  async #plan(ops: IndexOp[]): Promise<Plan> {
     await this.#loaded();
     const version = await this.#sealer.currentVersion();
     // Synchronous from here to the end of simulate: the live rows cannot change underneath it.
@@ -316,7 +310,7 @@ export class LocalVectorIndex implements VectorStore {
         sealed: await this.#sealer.sealPage(page, version, packPage(rows, this.dimensions)),
       })),
     );
-    return { generation, version, ops, pages, keepBelow: changes.keepBelow, exact: [], shredded };
+    return { generation, version, ops, pages, keepBelow: changes.keepBelow, exact: [], shredded: false };
   }
 
   #planFor(key: object): Plan {
