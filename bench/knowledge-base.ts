@@ -13,25 +13,34 @@ import { EmbeddingCache } from "../src/kb/embedding-cache";
 import { KnowledgeBase } from "../src/kb/knowledge-base";
 import { LIMITS } from "../src/kb/limits";
 import { LocalVectorIndex } from "../src/kb/local-index";
+import { VectorSealer } from "../src/kb/vector-pages";
 
 export interface BenchKnowledgeBase {
   readonly kb: KnowledgeBase;
   readonly index: LocalVectorIndex;
+  readonly sealer: VectorSealer;
+}
+
+/** The index's sealer for `tenant` (its keyring over the object's SQLite, master keys from the environment). */
+export function benchSealer(sql: SqlStorage, tenant: string, env: object): VectorSealer {
+  return new VectorSealer(new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env)), tenant);
 }
 
 export function benchKnowledgeBase(state: DurableObjectState, tenant: string, env: object): BenchKnowledgeBase {
   const sql = state.storage.sql;
   const embedder = new LocalHashEmbedder();
-  const index = new LocalVectorIndex(sql, tenant, embedder.dimensions);
+  const keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
+  const sealer = new VectorSealer(keyring, tenant);
+  const index = new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer);
   const kb = new KnowledgeBase({
     sql,
     transaction: (fn) => state.storage.transactionSync(fn),
     tenant,
     store: index,
     embedder,
-    cache: new EmbeddingCache(sql, tenant),
-    cipher: new AtomCipher(new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env)), tenant),
+    cache: new EmbeddingCache(sql, tenant, sealer),
+    cipher: new AtomCipher(keyring, tenant),
     maxAtoms: LIMITS.localAtomsPerTenant,
   });
-  return { kb, index };
+  return { kb, index, sealer };
 }

@@ -21,7 +21,7 @@ import { LocalVectorIndex } from "../src/kb/local-index";
 import type { VectorMatch, VectorRecord } from "../src/kb/vector-store";
 import { Corpus, gaussianUnitVectors } from "./corpus";
 import { int8Diagnostics } from "./int8-diagnostics";
-import { type BenchKnowledgeBase, benchKnowledgeBase } from "./knowledge-base";
+import { type BenchKnowledgeBase, benchKnowledgeBase, benchSealer } from "./knowledge-base";
 import { type ExactTop, exactTopK, mean, now, percentile, recallAtK, round, timeInterleaved } from "./measure";
 
 declare module "vitest" {
@@ -133,7 +133,7 @@ describe("local vector index benchmark", () => {
       phaseStart = now();
       const warm = await runInDurableObject(stub, async (_instance, state) => {
         if (!live) throw new Error("knowledge base not built");
-        const { kb, index } = live;
+        const { kb, index, sealer } = live;
         expect(kb.count()).toBe(n);
         expect(index.size).toBe(n);
 
@@ -142,12 +142,14 @@ describe("local vector index benchmark", () => {
         const ids: string[] = [];
         const rowOf = new Map<string, number>();
         const data = new Float32Array(n * DIMS);
-        for (const row of state.storage.sql.exec<{ atom_id: string; f32: ArrayBuffer }>(
-          `SELECT atom_id, f32 FROM local_vectors WHERE tenant = ?`,
-          tenant,
-        )) {
+        for (const row of state.storage.sql
+          .exec<{ atom_id: string; key_version: number; sealed: ArrayBuffer }>(
+            `SELECT atom_id, key_version, sealed FROM vector_rows WHERE tenant = ?`,
+            tenant,
+          )
+          .toArray()) {
           rowOf.set(row.atom_id, ids.length);
-          data.set(new Float32Array(row.f32), ids.length * DIMS);
+          data.set(await sealer.openExact(row.atom_id, row.key_version, new Uint8Array(row.sealed)), ids.length * DIMS);
           ids.push(row.atom_id);
         }
         expect(ids.length).toBe(n);
@@ -238,7 +240,12 @@ describe("local vector index benchmark", () => {
       const cold = await runInDurableObject(stub, async (_instance, state) => {
         const restartMs = now() - restartStart;
         const q = hashEmbed(corpus.query(1, n, QUERY_SEED + 1).text, DIMS);
-        const index = new LocalVectorIndex(state.storage.sql, tenant, DIMS);
+        const index = new LocalVectorIndex(
+          state.storage.sql,
+          tenant,
+          DIMS,
+          benchSealer(state.storage.sql, tenant, env),
+        );
         let t0 = now();
         await index.query(q, K, null);
         const firstQueryMs = now() - t0;
@@ -247,9 +254,14 @@ describe("local vector index benchmark", () => {
         const secondQueryMs = now() - t0;
         const memoryBytesAfterColdLoad = index.memoryBytes;
 
-        const again = new LocalVectorIndex(state.storage.sql, tenant, DIMS);
+        const again = new LocalVectorIndex(
+          state.storage.sql,
+          tenant,
+          DIMS,
+          benchSealer(state.storage.sql, tenant, env),
+        );
         t0 = now();
-        const size = again.size; // loads
+        const size = await again.load(); // reads and opens the sealed pages
         const loadOnlyMs = now() - t0;
         t0 = now();
         await again.query(q, K, null);
@@ -272,7 +284,12 @@ describe("local vector index benchmark", () => {
       const gaussTenant = `bench-gauss-${n}`;
       const gaussStub = env.TENANT_SERVER.get(env.TENANT_SERVER.idFromName(gaussTenant));
       const gauss = await runInDurableObject(gaussStub, async (_instance, state) => {
-        const index = new LocalVectorIndex(state.storage.sql, gaussTenant, DIMS);
+        const index = new LocalVectorIndex(
+          state.storage.sql,
+          gaussTenant,
+          DIMS,
+          benchSealer(state.storage.sql, gaussTenant, env),
+        );
         expect(index.size).toBe(0);
         const data = gaussianUnitVectors(n, DIMS, GAUSS_SEED + n);
         const ids = Array.from({ length: n }, (_, i) => `g${i}`);

@@ -16,7 +16,7 @@ export interface KeyInfo {
   readonly current: boolean;
 }
 
-export type KeyPurpose = "atoms" | "blind-index" | "handles" | "request-state";
+export type KeyPurpose = "atoms" | "blind-index" | "handles" | "request-state" | "vectors";
 
 export class TenantKeyring {
   readonly #sql: SqlStorage;

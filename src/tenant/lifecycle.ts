@@ -35,7 +35,12 @@ export interface ShredReceipt {
   residuePurgedAt: string | null;
   purgeBatches: number;
   completedAt: string | null;
+  /** When the object's storage was dropped wholesale (set with completedAt; see purgeStep). */
+  storageDroppedAt?: string;
 }
+
+/** What a shredded tenant's object keeps after its storage is dropped: the tombstone (docs/crypto.md). */
+const TOMBSTONE_KEYS = ["tenant", "registered", "schema_version", "state", "shred_receipt"] as const;
 
 export interface RotationState {
   readonly from: number[];
@@ -103,6 +108,7 @@ export class TenantLifecycle {
       completedAt: null,
     };
     this.#ctx.keyring.destroyAll();
+    this.#ctx.localIndex?.wipe(); // plaintext vectors in this object's memory go with the keys
     const sessionsEnded = this.#sql
       .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#ctx.tenant)
       .one().n;
@@ -140,7 +146,7 @@ export class TenantLifecycle {
       );
       // Vector rows whose atom is gone (none are expected; an interrupted write of an older version could leave one).
       const strays = this.#deleted(
-        `DELETE FROM local_vectors WHERE rowid IN (SELECT rowid FROM local_vectors AS v WHERE v.tenant = ?
+        `DELETE FROM vector_rows WHERE rowid IN (SELECT rowid FROM vector_rows AS v WHERE v.tenant = ?
            AND NOT EXISTS (SELECT 1 FROM atoms AS a WHERE a.tenant = v.tenant AND a.id = v.atom_id) LIMIT ?)
          RETURNING 1`,
         tenant,
@@ -153,23 +159,27 @@ export class TenantLifecycle {
       this.#count("atoms") +
       this.#count("documents") +
       this.#count("embedding_cache") +
-      this.#count("local_vectors");
+      this.#count("vector_rows");
     if (left > 0) return "more";
     // The run objects keep {tenant, run, document} until their clean-up alarm: wipe them now, a batch per step.
     if ((await this.#wipeRunObjects()) > 0) return "more";
-    this.#transaction(() => {
-      this.#sql.exec(`DELETE FROM vectorize_ids WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DELETE FROM atom_tags WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DELETE FROM run_atoms WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DELETE FROM token_revocations WHERE tenant = ?`, tenant);
-      this.#sql.exec(`DELETE FROM tenant_meta WHERE key IN ('egress_policy', 'purge_r2_pending')`);
-      this.#ctx.blobs.forgetGarbage();
-      const done = this.receipt() as ShredReceipt;
-      done.residuePurgedAt = new Date(now).toISOString();
-      done.completedAt = new Date(now).toISOString();
-      this.#setJson("shred_receipt", done);
-      this.#setMeta("state", "offboarded");
-    });
+    // Completion: everything counted is gone. What is left (atom_tags, vectorize_ids, extraction_runs, job state,
+    // vector pages under destroyed keys, freed SQLite pages holding old bytes) goes with the whole storage: it is
+    // dropped and only the tombstone is written back, in one synchronous, atomic step (TenantContext.dropStorage).
+    const done = this.receipt() as ShredReceipt;
+    done.completedAt = new Date(now).toISOString();
+    done.storageDroppedAt = done.completedAt;
+    done.residuePurgedAt = done.completedAt;
+    const values: Record<(typeof TOMBSTONE_KEYS)[number], string | null> = {
+      tenant: this.#meta("tenant") ?? tenant,
+      registered: this.#meta("registered"),
+      schema_version: this.#meta("schema_version"),
+      state: "offboarded",
+      shred_receipt: JSON.stringify(done),
+    };
+    await this.#ctx.dropStorage(
+      TOMBSTONE_KEYS.flatMap((key) => (values[key] === null ? [] : [{ key, value: values[key] as string }])),
+    );
     return "idle";
   }
 
@@ -203,7 +213,14 @@ export class TenantLifecycle {
     if (!state || state.completedAt || this.state() !== "active") return "idle";
     await this.#ctx.kb.resealBatch(state.to, BATCH, now, (n) => this.#bumpRotation({ resealedAtoms: n }));
     await this.#ctx.blobs.reencryptBatch(state.to, DOC_BATCH, (n) => this.#bumpRotation({ reencryptedDocuments: n }));
-    const inUse = new Set([...this.#ctx.kb.keyVersionsInUse(), ...this.#ctx.blobs.keyVersionsInUse()]);
+    await this.#ctx.localIndex?.resealBatch(state.to, BATCH, this.#ctx.transaction);
+    await this.#ctx.cache.resealBatch(state.to, BATCH, this.#ctx.transaction);
+    const inUse = new Set([
+      ...this.#ctx.kb.keyVersionsInUse(),
+      ...this.#ctx.blobs.keyVersionsInUse(),
+      ...(this.#ctx.localIndex?.keyVersionsInUse() ?? []),
+      ...this.#ctx.cache.keyVersionsInUse(),
+    ]);
     if ([...inUse].some((version) => version < state.to)) return "more";
     this.#transaction(() => {
       const done = this.rotation() as RotationState;
@@ -268,7 +285,7 @@ export class TenantLifecycle {
     for (let i = 0; i < ids.length; i += SQL_IDS_PER_STATEMENT) {
       const chunk = ids.slice(i, i + SQL_IDS_PER_STATEMENT);
       const list = chunk.map(() => "?").join(",");
-      for (const table of ["local_vectors", "vectorize_ids"] as const) {
+      for (const table of ["vector_rows", "vectorize_ids"] as const) {
         n += this.#sql
           .exec<{ n: number }>(
             `SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ? AND atom_id IN (${list})`,
@@ -305,7 +322,7 @@ export class TenantLifecycle {
     return this.#sql.exec(statement, ...bindings).toArray().length;
   }
 
-  #count(table: "atoms" | "documents" | "embedding_cache" | "local_vectors"): number {
+  #count(table: "atoms" | "documents" | "embedding_cache" | "vector_rows"): number {
     return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ?`, this.#ctx.tenant).one()
       .n;
   }

@@ -1,8 +1,9 @@
+import { REVOCATIONS_SCHEMA } from "./revocations";
 /**
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -51,14 +52,24 @@ export const SCHEMA = [
      PRIMARY KEY (tenant, tag_token, atom_id)
    )`,
   `CREATE INDEX IF NOT EXISTS atom_tags_by_atom ON atom_tags (tenant, atom_id)`,
-  `CREATE TABLE IF NOT EXISTS local_vectors (
-     tenant  TEXT NOT NULL,
-     atom_id TEXT NOT NULL,
-     q8      BLOB NOT NULL,
-     scale   REAL NOT NULL,
-     f32     BLOB NOT NULL,
+  // Local vector index, sealed under the tenant's "vectors" subkey (src/kb/vector-pages.ts, docs/crypto.md):
+  // int8 copies, scales and atom ids 256 rows a page, and each atom's exact float32 vector. Version 3 and older
+  // databases had a clear `local_vectors` table; src/kb/legacy-vectors.ts converts and drops it.
+  `CREATE TABLE IF NOT EXISTS vector_pages (
+     tenant      TEXT NOT NULL,
+     page        INTEGER NOT NULL,
+     key_version INTEGER NOT NULL,
+     sealed      BLOB NOT NULL,
+     PRIMARY KEY (tenant, page)
+   )`,
+  `CREATE TABLE IF NOT EXISTS vector_rows (
+     tenant      TEXT NOT NULL,
+     atom_id     TEXT NOT NULL,
+     key_version INTEGER NOT NULL,
+     sealed      BLOB NOT NULL,
      PRIMARY KEY (tenant, atom_id)
    )`,
+  `CREATE INDEX IF NOT EXISTS vector_rows_by_key_version ON vector_rows (tenant, key_version)`,
   `CREATE TABLE IF NOT EXISTS vectorize_ids (
      tenant    TEXT NOT NULL,
      vector_id TEXT NOT NULL,
@@ -129,11 +140,14 @@ export const SCHEMA = [
      flagged INTEGER NOT NULL,
      PRIMARY KEY (tenant, run_id, atom_id)
    )`,
+  // Remote embeddings, sealed (src/kb/embedding-cache.ts). Version 3 and older held `vector` in the clear: that
+  // table is dropped by migrate (a cache: its rows are re-embedded on demand).
   `CREATE TABLE IF NOT EXISTS embedding_cache (
      tenant       TEXT NOT NULL,
      model        TEXT NOT NULL,
      content_hash TEXT NOT NULL,
-     vector       BLOB NOT NULL,
+     key_version  INTEGER NOT NULL,
+     sealed       BLOB NOT NULL,
      created_at   INTEGER NOT NULL,
      PRIMARY KEY (tenant, model, content_hash)
    )`,
@@ -143,7 +157,12 @@ export const SCHEMA = [
 const ADDED_COLUMNS: readonly (readonly ["documents", string, string])[] = [["documents", "generation", "TEXT"]];
 
 export function migrate(sql: SqlStorage): void {
+  const cache = sql
+    .exec(`SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'embedding_cache'`)
+    .toArray()[0];
+  if (cache && !String(cache.sql).includes("sealed")) sql.exec(`DROP TABLE embedding_cache`);
   for (const statement of SCHEMA) sql.exec(statement);
+  sql.exec(REVOCATIONS_SCHEMA);
   for (const [table, column, declaration] of ADDED_COLUMNS) {
     // Databases created before the column existed (CREATE TABLE IF NOT EXISTS kept their old shape).
     const columns = sql.exec<{ name: string }>(`PRAGMA table_info(${table})`).toArray();

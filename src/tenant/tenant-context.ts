@@ -12,6 +12,7 @@ import { KnowledgeBase } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
 import { LocalVectorIndex } from "../kb/local-index";
 import { embedderFor, placementFor } from "../kb/placement";
+import { VectorSealer } from "../kb/vector-pages";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
 import { RequestRate } from "./quotas";
@@ -26,6 +27,8 @@ export interface QuotaUsage {
   readonly subjectRequestsPerMinute: number;
 }
 
+import { migrate } from "./schema";
+
 /**
  * Everything one tenant owns, wired for that tenant only: its keyring (data keys wrapped under the master epoch),
  * its knowledge base (atoms sealed under the data key, vectors in the local index or Vectorize), its documents in
@@ -37,13 +40,17 @@ export class TenantContext {
   readonly keyring: TenantKeyring;
   readonly kb: KnowledgeBase;
   readonly blobs: EncryptedBlobs;
+  /** The local vector index when this tenant's vectors are placed locally (sealed pages), else null. */
+  readonly localIndex: LocalVectorIndex | null;
+  /** Remote embeddings of this tenant, sealed like the vector pages. */
+  readonly cache: EmbeddingCache;
   /** Runs `fn` as one SQLite transaction of this object's storage. */
   readonly transaction: <T>(fn: () => T) => T;
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
   readonly activeRuns = new Set<string>();
   readonly #sql: SqlStorage;
-  readonly #env: Env;
   readonly #storage: DurableObjectStorage;
+  readonly #env: Env;
   #tokens: ExchangedTokens | null = null;
   #rate: RequestRate | null = null;
 
@@ -57,9 +64,13 @@ export class TenantContext {
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
     const embedder = embedderFor(env);
     const placement = placementFor(env, tenant);
+    const sealer = new VectorSealer(this.keyring, tenant);
+    const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;
+    this.cache = new EmbeddingCache(sql, tenant, sealer);
+    this.localIndex = local;
     const store =
       placement.kind === "local"
-        ? new LocalVectorIndex(sql, tenant, embedder.dimensions)
+        ? (local as LocalVectorIndex)
         : new VectorizeVectorStore(sql, tenant, placement.vectorize, embedder.dimensions);
     this.kb = new KnowledgeBase({
       sql,
@@ -67,11 +78,31 @@ export class TenantContext {
       tenant,
       store,
       embedder,
-      cache: new EmbeddingCache(sql, tenant),
+      cache: this.cache,
       cipher: new AtomCipher(this.keyring, tenant),
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
     this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, this.transaction);
+  }
+
+  /**
+   * Shred, last step: drops this object's whole storage (every table, freed pages included, and the alarm) and
+   * writes back only `tombstone` (tenant_meta rows). Synchronous on purpose: with SQLite storage deleteAll() takes
+   * effect at once, and the deletion and the tombstone are written in one run with no await between them, which
+   * the object commits atomically. A crash cannot leave the object empty (an empty object would accept the name
+   * as a new tenant). Returns the promise of the deletion's confirmation.
+   */
+  dropStorage(tombstone: readonly { key: string; value: string }[]): Promise<void> {
+    const dropped = this.#storage.deleteAll();
+    migrate(this.#sql);
+    for (const { key, value } of tombstone) {
+      this.#sql.exec(
+        `INSERT INTO tenant_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+        key,
+        value,
+      );
+    }
+    return dropped;
   }
 
   /** The tenant's egress policy (allowed origins, downstream resources), set by the platform admin. */

@@ -15,7 +15,7 @@ import { type KbCaller, kbCaller, refusal, type SearchHitOut, type StatsOut, uni
  */
 
 const TENANT = uniqueTenant("bad-input");
-const TABLES = ["atoms", "atom_tags", "local_vectors", "embedding_cache"] as const;
+const TABLES = ["atoms", "atom_tags", "vector_rows", "embedding_cache"] as const;
 const BASELINE = [
   { id: "base-1", text: "Baseline atom one about rivers and lakes", tags: ["base", "water"] },
   { id: "base-2", text: "Baseline atom two about mountains", tags: ["base"], title: "Mountains" },
@@ -329,7 +329,7 @@ const ADD_CASES: AddCase[] = [
 describe("add_atoms refuses bad input and writes nothing", () => {
   it("the tenant starts with the baseline", async () => {
     const counts = await snapshot();
-    expect(counts).toMatchObject({ atoms: 3, atom_tags: 3, local_vectors: 3, embedding_cache: 0, statsAtoms: 3 });
+    expect(counts).toMatchObject({ atoms: 3, atom_tags: 3, vector_rows: 3, embedding_cache: 0, statsAtoms: 3 });
   });
 
   for (const testCase of ADD_CASES) {
@@ -371,7 +371,7 @@ describe("add_atoms refuses bad input and writes nothing", () => {
 
   it("the baseline is intact after all refusals", async () => {
     await expectBaselineIntact();
-    expect(await snapshot()).toMatchObject({ atoms: 3, atom_tags: 3, local_vectors: 3, embedding_cache: 0 });
+    expect(await snapshot()).toMatchObject({ atoms: 3, atom_tags: 3, vector_rows: 3, embedding_cache: 0 });
   });
 });
 
@@ -453,7 +453,7 @@ describe("the limits themselves are accepted", () => {
     ];
     expect(await edge.ok("add_atoms", { atoms })).toMatchObject({ replaced: [] });
     const counts = await snapshot(tenant, edge);
-    expect(counts).toMatchObject({ atoms: 99, atom_tags: 16, local_vectors: 99, statsAtoms: 99 });
+    expect(counts).toMatchObject({ atoms: 99, atom_tags: 16, vector_rows: 99, statsAtoms: 99 });
     const got = await edge.ok<{ atom: { text: string } }>("get_atom", { id: "i".repeat(64) });
     expect(got.atom.text).toBe(text);
   });
@@ -482,9 +482,9 @@ describe("the limits themselves are accepted", () => {
     const atoms = Array.from({ length: LIMITS.batchSize }, (_, i) => ({ id: `h-${i}`, text: `hundred atom ${i}` }));
     const result = await edge.call("add_atoms", { atoms });
     if (result.isError) {
-      expect(await snapshot(tenant, edge)).toMatchObject({ atoms: 0, atom_tags: 0, local_vectors: 0, statsAtoms: 0 });
+      expect(await snapshot(tenant, edge)).toMatchObject({ atoms: 0, atom_tags: 0, vector_rows: 0, statsAtoms: 0 });
     } else {
-      expect(await snapshot(tenant, edge)).toMatchObject({ atoms: 100, local_vectors: 100, statsAtoms: 100 });
+      expect(await snapshot(tenant, edge)).toMatchObject({ atoms: 100, vector_rows: 100, statsAtoms: 100 });
     }
   });
 });

@@ -7,9 +7,10 @@ import { AtomCipher } from "../../src/kb/atom-cipher";
 import { type AiBinding, type Embedder, hashEmbed, WorkersAiEmbedder } from "../../src/kb/embedder";
 import { contentHash, EmbeddingCache } from "../../src/kb/embedding-cache";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
-import { LocalVectorIndex } from "../../src/kb/local-index";
+import { VectorSealer } from "../../src/kb/vector-pages";
 import { MODERN_VERSION } from "../helpers/clients";
 import { type KbCaller, kbCaller, type RpcAnswer, type StatsOut, uniqueTenant } from "../helpers/kb-client";
+import { localIndex } from "../helpers/local-index";
 import { mcpFetch } from "../helpers/mcp-http";
 
 /**
@@ -19,7 +20,7 @@ import { mcpFetch } from "../helpers/mcp-http";
  */
 
 const stubFor = (tenant: string) => env.TENANT_SERVER.get(env.TENANT_SERVER.idFromName(tenant));
-const TABLES = ["atoms", "atom_tags", "local_vectors", "embedding_cache"] as const;
+const TABLES = ["atoms", "atom_tags", "vector_rows", "embedding_cache"] as const;
 
 async function tableCounts(tenant: string): Promise<Record<string, number>> {
   return runInDurableObject(stubFor(tenant), (_instance, state) => {
@@ -190,6 +191,7 @@ function buildKb(
   options: { maxAtoms?: number; failCommit?: boolean } = {},
 ): KnowledgeBase {
   const sql = state.storage.sql;
+  const keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
   return new KnowledgeBase({
     sql,
     transaction: (fn) =>
@@ -199,12 +201,17 @@ function buildKb(
         return result;
       }),
     tenant,
-    store: new LocalVectorIndex(sql, tenant, 384),
-    cipher: new AtomCipher(new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env)), tenant),
+    store: localIndex(sql, tenant, 384, keyring),
+    cipher: new AtomCipher(keyring, tenant),
     embedder,
-    cache: new EmbeddingCache(sql, tenant),
+    cache: new EmbeddingCache(sql, tenant, new VectorSealer(keyring, tenant)),
     maxAtoms: options.maxAtoms ?? 1000,
   });
+}
+
+function cacheOf(state: DurableObjectState, tenant: string): EmbeddingCache {
+  const keyring = new TenantKeyring(state.storage.sql, tenant, MasterKeys.fromEnv(env));
+  return new EmbeddingCache(state.storage.sql, tenant, new VectorSealer(keyring, tenant));
 }
 
 function cacheRows(state: DurableObjectState): { tenant: string; model: string; content_hash: string }[] {
@@ -283,8 +290,8 @@ describe("embedding cache", () => {
         .map((row) => row.tenant);
       expect(tenants).toEqual([tenantA]);
       // A cache keyed for B over A's database sees nothing of A's.
-      expect(new EmbeddingCache(state.storage.sql, tenantB).count()).toBe(0);
-      expect(new EmbeddingCache(state.storage.sql, tenantA).count()).toBe(2);
+      expect(cacheOf(state, tenantB).count()).toBe(0);
+      expect(cacheOf(state, tenantA).count()).toBe(2);
     });
     await runInDurableObject(stubFor(tenantB), (_instance, state) => {
       const tenants = state.storage.sql
@@ -292,7 +299,7 @@ describe("embedding cache", () => {
         .toArray()
         .map((row) => row.tenant);
       expect(tenants).toEqual([tenantB]);
-      expect(new EmbeddingCache(state.storage.sql, tenantA).count()).toBe(0);
+      expect(cacheOf(state, tenantA).count()).toBe(0);
     });
   });
 

@@ -7,6 +7,7 @@ import { hashEmbed, LOCAL_DIMENSIONS, LocalHashEmbedder } from "../../src/kb/emb
 import { EmbeddingCache } from "../../src/kb/embedding-cache";
 import { parseFilter } from "../../src/kb/filters";
 import { KnowledgeBase } from "../../src/kb/knowledge-base";
+import { VectorSealer } from "../../src/kb/vector-pages";
 import { VectorizeVectorStore } from "../../src/kb/vectorize-index";
 import type { VectorizeDouble } from "../helpers/vectorize-double";
 import {
@@ -38,14 +39,15 @@ const MASTER = new MasterKeys(new Map([["test", crypto.getRandomValues(new Uint8
 function inKb<R>(fixture: BackendFixture, tenant: string, fn: (kb: KnowledgeBase, sql: SqlStorage) => Promise<R>) {
   return runInDurableObject(stubFor(tenant), async (_instance, state) => {
     const sql = state.storage.sql;
+    const keyring = new TenantKeyring(sql, tenant, MASTER);
     const kb = new KnowledgeBase({
       sql,
       transaction: (body) => state.storage.transactionSync(body),
       tenant,
-      store: fixture.makeStore(sql, tenant),
+      store: fixture.makeStore(sql, tenant, keyring),
       embedder: new LocalHashEmbedder(),
-      cache: new EmbeddingCache(sql, tenant),
-      cipher: new AtomCipher(new TenantKeyring(sql, tenant, MASTER), tenant),
+      cache: new EmbeddingCache(sql, tenant, new VectorSealer(keyring, tenant)),
+      cipher: new AtomCipher(keyring, tenant),
       maxAtoms: 1000,
     });
     return fn(kb, sql);

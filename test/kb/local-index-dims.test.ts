@@ -2,7 +2,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { normalize } from "../../src/kb/embedder";
-import { LocalVectorIndex } from "../../src/kb/local-index";
+import { localIndex } from "../helpers/local-index";
 
 /** The SIMD kernel steps 32 bytes at a time with a 16-byte tail: check both paths against an exact scan. */
 describe.each([16, 48, 384, 400])("LocalVectorIndex at %i dimensions", (dims) => {
@@ -19,7 +19,7 @@ describe.each([16, 48, 384, 400])("LocalVectorIndex at %i dimensions", (dims) =>
         id: `v${i}`,
         vector: normalize(Float32Array.from({ length: dims }, random)),
       }));
-      const index = new LocalVectorIndex(state.storage.sql, tenant, dims);
+      const index = localIndex(state.storage.sql, tenant, dims);
       await index.beforeCommitUpsert(vectors);
       state.storage.transactionSync(() => index.writeUpsertRows(vectors));
       index.afterCommitUpsert(vectors);

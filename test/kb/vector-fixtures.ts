@@ -1,8 +1,9 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { LocalVectorIndex } from "../../src/kb/local-index";
+import type { TenantKeyring } from "../../src/crypto/tenant-keyring";
 import type { VectorMatch, VectorRecord, VectorStore } from "../../src/kb/vector-store";
 import { VectorizeVectorStore } from "../../src/kb/vectorize-index";
+import { localIndex } from "../helpers/local-index";
 import { VectorizeDouble } from "../helpers/vectorize-double";
 
 /**
@@ -30,7 +31,8 @@ export interface BackendFixture {
   readonly name: BackendName;
   readonly dimensions: number;
   readonly double: VectorizeDouble | null;
-  makeStore(sql: SqlStorage, tenant: string): VectorStore;
+  /** `keyring`: the one the caller's atom cipher uses (the local index seals under it); a fresh one if absent. */
+  makeStore(sql: SqlStorage, tenant: string, keyring?: TenantKeyring): VectorStore;
   /** Lets Vectorize process every queued mutation (no-op for the synchronous local index). */
   settle(): void;
 }
@@ -41,7 +43,7 @@ export function backendFixture(name: BackendName, dimensions: number, double?: V
       name,
       dimensions,
       double: null,
-      makeStore: (sql, tenant) => new LocalVectorIndex(sql, tenant, dimensions),
+      makeStore: (sql, tenant, keyring) => localIndex(sql, tenant, dimensions, keyring),
       settle: () => {},
     };
   }

@@ -112,7 +112,7 @@ async function keepCopies(tenant: string, docs: Map<string, Uint8Array>, atomsIn
     atomsIn: new Map(atomsIn.map((atom) => [atom.id, atom])),
     counts: {
       atoms: atoms.length,
-      vectors: await count(tenant, "local_vectors"),
+      vectors: await count(tenant, "vector_rows"),
       documents: await count(tenant, "documents"),
       r2Objects: objects.length,
       cacheRows: await count(tenant, "embedding_cache"),
@@ -322,7 +322,7 @@ describe("offboarding tenant A", () => {
     for (const table of [
       "atoms",
       "atom_tags",
-      "local_vectors",
+      "vector_rows",
       "vectorize_ids",
       "embedding_cache",
       "documents",
