@@ -1,0 +1,3 @@
+export async function memoryRun() {
+  throw new Error("todo");
+}
