@@ -85,11 +85,13 @@ async function ingestUnderKills(ctx, { wait, group }) {
     const tenant = `f-${wait ? "sync" : "queued"}-${ctx.seed}-${round}`;
     const client = await ctx.tenantClient(tenant);
     await putDocument(ctx.base, client.token, DOC_ID, ref.document, "text/markdown");
-    // Kill somewhere between 10% and 80% of the clean run's duration.
-    const fraction = 0.1 + 0.7 * rng.next();
+    // Kill somewhere between 5% and 60% of the clean run's duration (a queued run starts at once and may be
+    // faster than the reference; "before the kill" in the report says where the kill actually landed).
+    const fraction = 0.05 + 0.55 * rng.next();
     const delayMs = Math.round(fraction * ref.ingestMs);
     let handle = null;
     let answered = null;
+    const note = { fraction: Number(fraction.toFixed(3)), beforeKill: "no progress seen" };
     if (!wait) {
       const queued = await client.call("ingest_document", { document_id: DOC_ID, wait: false });
       handle = queued.run;
@@ -98,9 +100,18 @@ async function ingestUnderKills(ctx, { wait, group }) {
       scenario: wait ? "sync-ingest" : "queued-ingest",
       round,
       delayMs,
-      note: { fraction: Number(fraction.toFixed(3)) },
-      workload: async () => {
-        if (!wait) return;
+      note,
+      workload: async (stop) => {
+        if (!wait) {
+          // Watch the queued run until the kill, so the report says whether the kill landed mid-run.
+          while (!stop.stopped) {
+            const status = await client.call("ingest_status", { run: handle }, { timeoutMs: 5000 }).catch(() => null);
+            if (!status) return;
+            note.beforeKill = `${status.status}, ${status.segments} segments`;
+            await new Promise((resolve) => setTimeout(resolve, 250));
+          }
+          return;
+        }
         try {
           answered = await client.call(
             "ingest_document",
@@ -110,10 +121,13 @@ async function ingestUnderKills(ctx, { wait, group }) {
               progressToken: `p-${round}`,
               onMessage: (message) => {
                 handle ??= findRun(message);
+                if (message.method === "notifications/progress")
+                  note.beforeKill = `running, ${message.params.progress} segments`;
               },
             },
           );
           handle ??= answered.run;
+          note.beforeKill = `answered: ${answered.status}`;
         } catch (error) {
           handle ??= findRun(error);
         }
@@ -156,8 +170,12 @@ async function ingestUnderKills(ctx, { wait, group }) {
     ctx.report.verdict(
       group,
       `kill ${round} (${delayMs} ms, ${Math.round(fraction * 100)}%): run finishes after restart`,
-      finished ? [] : [`${how}: ${final ? JSON.stringify(final) : "no end within the bounded wait"}`],
-      `${how}: ${final?.status}${answered ? " (answered before the kill)" : ""}`,
+      finished
+        ? []
+        : [
+            `${how}: ${final ? JSON.stringify(final) : "no end within the bounded wait"} (before the kill: ${note.beforeKill})`,
+          ],
+      `${how}: ${final?.status} (before the kill: ${note.beforeKill})`,
       started,
     );
 

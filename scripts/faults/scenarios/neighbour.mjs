@@ -14,7 +14,7 @@ export async function noisyNeighbour(ctx) {
   const a = await ctx.tenantClient(`f-nb-a-${ctx.seed}`);
   const b = await ctx.tenantClient(`f-nb-b-${ctx.seed}`);
   await putDocument(ctx.base, a.token, "big", ref.document, "text/markdown");
-  const idle = await probe(ctx, b, () => false, 20);
+  const idle = await probe(ctx, b, () => false, 10);
   let done = false;
   const started = Date.now();
   const ingest = a.call("ingest_document", { document_id: "big" }, { timeoutMs: 180_000 }).finally(() => {
@@ -51,24 +51,30 @@ export async function noisyNeighbour(ctx) {
   }
 }
 
-/** whoami and /healthz alternately, one at a time, until `stop()` or `limit` probes. */
+/**
+ * whoami and /healthz in two independent loops (one request at a time each), until `stop()` or `limit` probes per
+ * loop. A probe still in flight when `stop()` turns true is waited for and counted: it was sent during the load.
+ */
 async function probe(ctx, client, stop, limit) {
   const out = { whoami: [], healthz: [], errors: [] };
-  for (let i = 0; i < limit && !stop(); i++) {
-    const t0 = performance.now();
-    try {
-      if (i % 2 === 0) {
-        await client.call("whoami", {}, { timeoutMs: 30_000 });
-        out.whoami.push(Math.round(performance.now() - t0));
-      } else {
-        const response = await fetch(`${ctx.base}/healthz`, { signal: AbortSignal.timeout(30_000) });
-        await response.arrayBuffer();
-        if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
-        out.healthz.push(Math.round(performance.now() - t0));
+  const loop = async (kind, send) => {
+    for (let i = 0; i < limit && !stop(); i++) {
+      const t0 = performance.now();
+      try {
+        await send();
+        out[kind].push(Math.round(performance.now() - t0));
+      } catch (error) {
+        out.errors.push(`${kind}: ${error.message}`);
       }
-    } catch (error) {
-      out.errors.push(error.message);
     }
-  }
+  };
+  await Promise.all([
+    loop("whoami", () => client.call("whoami", {}, { timeoutMs: 30_000 })),
+    loop("healthz", async () => {
+      const response = await fetch(`${ctx.base}/healthz`, { signal: AbortSignal.timeout(30_000) });
+      await response.arrayBuffer();
+      if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+    }),
+  ]);
   return out;
 }

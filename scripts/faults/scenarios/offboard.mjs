@@ -38,7 +38,7 @@ export async function offboardingPurge(ctx) {
         const got = await ctx.admin("GET", `/tenants/${tenant}`);
         return got.status === 200 && got.body.receipt?.completedAt ? got.body : null;
       },
-      { timeoutMs: ctx.full ? 120_000 : 60_000 },
+      { timeoutMs: ctx.full ? 120_000 : 40_000 },
     );
     const last = status ?? (await ctx.admin("GET", `/tenants/${tenant}`)).body;
     ctx.report.verdict(

@@ -43,7 +43,7 @@ export async function keyRotation(ctx) {
         const answer = await ctx.admin("GET", `/tenants/${tenant}`);
         return answer.status === 200 && answer.body.rotation?.completedAt ? answer.body : null;
       },
-      { timeoutMs: ctx.full ? 120_000 : 60_000 },
+      { timeoutMs: ctx.full ? 120_000 : 40_000 },
     );
     const last = status ?? (await ctx.admin("GET", `/tenants/${tenant}`)).body;
     const target = rotation?.to ?? last.rotation?.to;

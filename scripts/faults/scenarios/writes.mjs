@@ -49,7 +49,8 @@ export async function sustainedWrites(ctx) {
     ctx.figures.acknowledgedWrites.atoms += acknowledged;
 
     const started = Date.now();
-    const listed = (await listAll(client)).map((atom) => atom.id);
+    const listedAtoms = await listAll(client);
+    const listed = listedAtoms.map((atom) => atom.id);
     const listedSet = new Set(listed);
     const dup = duplicates(listed);
     ctx.figures.duplicated += dup.length;
@@ -68,7 +69,7 @@ export async function sustainedWrites(ctx) {
     const unresolvedCount = unresolved.length;
     unresolved = [];
 
-    const { problems, missing, wrong } = await checkTexts(client, known);
+    const { problems, missing, wrong, sampled } = await checkTexts(client, known, { listed: listedAtoms });
     ctx.figures.acknowledgedChecked += known.size;
     ctx.figures.lost += missing + wrong;
     ctx.report.verdict(
@@ -77,7 +78,7 @@ export async function sustainedWrites(ctx) {
       problems
         .map((p) => `lost or wrong: ${p}`)
         .concat(missing + wrong > 0 ? [`${missing} missing, ${wrong} wrong`] : []),
-      `${known.size} checked (${acknowledged} acknowledged this round), 0 lost`,
+      `${known.size} checked by content hash, ${sampled} read whole (${acknowledged} acknowledged this round), 0 lost`,
       started,
     );
     const unknown = listed.filter((id) => !known.has(id) && !nowPresent.has(id));
@@ -92,7 +93,7 @@ export async function sustainedWrites(ctx) {
       ],
       `${listed.length} listed`,
     );
-    const extra = await checkTexts(client, nowPresent);
+    const extra = await checkTexts(client, nowPresent, { listed: listedAtoms });
     ctx.report.verdict(
       GROUP,
       `kill ${round}: unacknowledged batches all-or-nothing`,
