@@ -163,9 +163,9 @@ async function finish(code) {
   finishing = true;
   report.close();
   await stopAll();
-  if (report.counts().failed > 0 || code !== 0) {
-    console.log(`\n---- wrangler dev log (tail of ${wranglerLog}) ----\n${tail(wranglerLog, 20)}`);
-  }
+  // Quiet on purpose: the server's own errors (ERR_DECRYPT stacks and the like) stay in the log file.
+  if (code !== 0) console.log(`\n---- wrangler dev log (tail of ${wranglerLog}) ----\n${tail(wranglerLog, 20)}`);
+  else if (report.counts().failed > 0) console.log(`wrangler dev log: ${wranglerLog}`);
   if (state.workDir) rmSync(state.workDir, { recursive: true, force: true });
   figures.kills = state.server?.kills ?? 0;
   report.write(join(outDir, "summary.json"), figures);

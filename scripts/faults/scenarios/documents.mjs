@@ -13,9 +13,14 @@ const MAX_WRITES_PER_ROUND = 400;
 export async function documentOverwrites(ctx) {
   const rng = ctx.rng.fork("documents");
   const client = await ctx.tenantClient(`f-docs-${ctx.seed}`);
-  const docs = Array.from({ length: DOCS }, (_, d) => ({ id: `doc-${d}`, acknowledged: null, pending: [] }));
-  let version = 0;
-  const body = (wrng, doc) => Buffer.from(`${doc.id} v${++version}\n${words(wrng, wrng.int(200, 12_000))}\n`);
+  const docs = Array.from({ length: DOCS }, (_, d) => ({
+    id: `doc-${d}`,
+    version: 0,
+    acknowledged: null,
+    pending: [],
+  }));
+  // Bodies are distinct (a version number per document) and depend only on the seed and the write's position.
+  const body = (wrng, doc) => Buffer.from(`${doc.id} v${++doc.version}\n${words(wrng, wrng.int(200, 12_000))}\n`);
 
   for (let round = 1; round <= ctx.killPoints; round++) {
     const delayMs = rng.int(300, 2500);

@@ -175,7 +175,7 @@ async function ingestUnderKills(ctx, { wait, group }) {
         : [
             `${how}: ${final ? JSON.stringify(final) : "no end within the bounded wait"} (before the kill: ${note.beforeKill})`,
           ],
-      `${how}: ${final?.status} (before the kill: ${note.beforeKill})`,
+      `${how}: ${final?.status}${final?.attempts ? `, ${final.attempts} attempt(s)` : ""} (before the kill: ${note.beforeKill})`,
       started,
     );
 
