@@ -91,7 +91,7 @@ async function main() {
   const base = `http://127.0.0.1:${port}`;
   const resource = `${base}/mcp`;
   console.log(
-    `faults: seed ${seed} (replay with --seed ${seed}), ${figures.form} form, ${killPoints} kill points per scenario`,
+    `faults: seed ${seed} (replay with --seed ${seed}), ${figures.form} form${args.memory ? "" : `, ${killPoints} kill points per scenario`}`,
   );
 
   const server = new Server({

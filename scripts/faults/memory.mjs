@@ -67,8 +67,13 @@ export async function memoryRun(ctx, outFile) {
   const started = Date.now();
   let k = 0;
   const runUntil = async (target) => {
+    // A session exchange (k % 6 === 5) is three requests.
     const batch = [];
-    while (requests + batch.length < target) batch.push(k++);
+    let planned = requests;
+    while (planned < target) {
+      planned += k % 6 === 5 ? 3 : 1;
+      batch.push(k++);
+    }
     await pool(batch, CONCURRENCY, one);
   };
   await runUntil(300); // warm: every tenant object exists, code paths compiled
