@@ -21,7 +21,8 @@ export const TENANT_PATTERN = /^[a-z0-9][a-z0-9-]{1,62}$/;
 /**
  * Names no tenant may have (issue 11 item 6): names of platform objects and key domains ("registry" is the registry
  * object's name, "platform-signing" was the signing keys' wrapping label), route words, and values that read as
- * "no tenant" in logs. Refused at token verification and wherever a tenant id is checked (isTenantId).
+ * "no tenant" in logs. Refused at token verification and wherever a tenant id is checked (isTenantId). A constant
+ * (never mutated, tenant-neutral).
  */
 export const RESERVED_TENANTS: ReadonlySet<string> = new Set([
   "platform-signing",

@@ -3,6 +3,7 @@ import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
 import { LIMITS } from "../kb/limits";
 import { log } from "../log";
+import { checkQuota, type QuotaLimits } from "../tenant/quotas";
 import { BlobCustody } from "./blob-custody";
 import { documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
 import { putEncrypted } from "./blob-stream";
@@ -64,7 +65,18 @@ export class EncryptedBlobs {
   /** Key versions held by uploads still streaming in: a rotation must not retire them before their rows land. */
   readonly #inFlight = new Map<number, number>();
 
-  constructor(bucket: R2Bucket, tenant: string, keyring: TenantKeyring, sql: SqlStorage, transaction: Transaction) {
+  /** Per-tenant document quotas (count and bytes); none in unit tests that build blobs alone. */
+  readonly #limits: () => Pick<QuotaLimits, "documents" | "documentBytes"> | null;
+
+  constructor(
+    bucket: R2Bucket,
+    tenant: string,
+    keyring: TenantKeyring,
+    sql: SqlStorage,
+    transaction: Transaction,
+    limits: () => Pick<QuotaLimits, "documents" | "documentBytes"> | null = () => null,
+  ) {
+    this.#limits = limits;
     this.#bucket = bucket;
     this.#tenant = tenant;
     this.#keyring = keyring;
@@ -111,6 +123,7 @@ export class EncryptedBlobs {
     }
     if (!CONTENT_TYPE.test(contentType)) throw new KbError("ERR_INVALID_PARAMS", "invalid content type");
     return this.#exclusive(id, async () => {
+      this.#checkQuota(id, length); // before any byte is uploaded
       const { version, key: dataKey } = await this.#keyring.current();
       this.#inFlight.set(version, (this.#inFlight.get(version) ?? 0) + 1);
       try {
@@ -127,6 +140,9 @@ export class EncryptedBlobs {
           }
         };
         await this.#custody.replace(id, generation, now, upload, () => {
+          // Again at the commit point (other documents may have landed meanwhile); a refusal here rolls the
+          // transaction back and the uploaded object is collected as garbage.
+          this.#checkQuota(id, length);
           const existing = this.#row(id) ?? null;
           const row: DocumentRow = {
             id,
@@ -162,6 +178,21 @@ export class EncryptedBlobs {
         else this.#inFlight.delete(version);
       }
     });
+  }
+
+  /** 429 ERR_QUOTA if storing `length` bytes as document `id` (new, or replacing it) exceeds a quota. */
+  #checkQuota(id: string, length: number): void {
+    const limits = this.#limits();
+    if (!limits) return;
+    const { n, bytes } = this.#sql
+      .exec<{ n: number; bytes: number }>(
+        `SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM documents WHERE tenant = ? AND id != ?`,
+        this.#tenant,
+        id,
+      )
+      .one();
+    checkQuota("documents", n, 1, limits.documents);
+    checkQuota("document bytes", bytes, length, limits.documentBytes);
   }
 
   head(id: string): DocumentMeta | null {

@@ -2,6 +2,7 @@ import type { Env } from "../env";
 import { ERROR_CODES, KbError, kbErrorOf } from "../errors";
 import { LIMITS } from "../kb/limits";
 import { log } from "../log";
+import { checkQuota } from "../tenant/quotas";
 import type { TenantContext } from "../tenant/tenant-context";
 import { base64url } from "../util/bytes";
 import { yieldToEventLoop } from "../util/yield";
@@ -75,6 +76,14 @@ export class RunManager {
     if (!meta) throw new KbError("ERR_NOT_FOUND", "document not found");
     if (meta.size === 0) throw new KbError("ERR_INVALID_PARAMS", "the document is empty");
     kindFor(meta.contentType); // ERR_UNSUPPORTED_TYPE now, not after a run object was started
+    const unfinished = this.#sql
+      .exec<{ n: number }>(
+        `SELECT COUNT(*) AS n FROM extraction_runs WHERE tenant = ? AND status IN ('queued', 'running', 'failing')`,
+        this.#tenant.tenant,
+      )
+      .one().n;
+    // Queued and running (synchronous or not) together: one tenant cannot fill the extraction pool.
+    checkQuota("extraction runs", unfinished, 1, this.#tenant.quotaLimits().runsQueued, 30);
     const runId = base64url(crypto.getRandomValues(new Uint8Array(16)));
     this.#sql.exec(
       `INSERT INTO extraction_runs (tenant, run_id, subject, document_id, object_ids, status, attempt, segments, written,

@@ -1,5 +1,5 @@
 import { EncryptedBlobs } from "../blob/encrypted-blobs";
-import type { Config } from "../config";
+import { type Config, loadConfig } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
 import { TenantKeyring } from "../crypto/tenant-keyring";
 import { type EgressPolicy, EMPTY_POLICY } from "../egress/egress-policy";
@@ -15,7 +15,7 @@ import { embedderFor, placementFor } from "../kb/placement";
 import { VectorSealer } from "../kb/vector-pages";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
-import { RequestRate } from "./quotas";
+import { type QuotaLimits, RequestRate } from "./quotas";
 
 export interface QuotaUsage {
   readonly documents: { used: number; limit: number };
@@ -82,7 +82,7 @@ export class TenantContext {
       cipher: new AtomCipher(this.keyring, tenant),
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
-    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, this.transaction);
+    this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, this.transaction, () => this.quotaLimits());
   }
 
   /**
@@ -145,7 +145,9 @@ export class TenantContext {
         limit: limits.documentBytes,
       },
       runsQueued: {
-        used: one(`SELECT COUNT(*) AS n FROM extraction_runs WHERE tenant = ? AND status IN ('queued', 'running')`),
+        used: one(
+          `SELECT COUNT(*) AS n FROM extraction_runs WHERE tenant = ? AND status IN ('queued', 'running', 'failing')`,
+        ),
         limit: limits.runsQueued,
       },
       sessions: { used: one(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`), limit: limits.sessions },
@@ -153,6 +155,11 @@ export class TenantContext {
       requestsPerMinute: limits.requestsPerMinute,
       subjectRequestsPerMinute: limits.subjectRequestsPerMinute,
     };
+  }
+
+  /** The deployment's per-tenant quota limits (validated configuration; ERR_CONFIG fails closed). */
+  quotaLimits(): QuotaLimits {
+    return loadConfig(this.#env).quotas;
   }
 
   /** This tenant's request-rate buckets (for the object's lifetime). */

@@ -5,10 +5,11 @@ import { loadConfig } from "../../src/config";
 import { ExchangedTokens } from "../../src/egress/token-provider";
 import { QuotaError } from "../../src/errors";
 import { RequestRate, TokenBucket } from "../../src/tenant/quotas";
-import { adminCall, tenantStub } from "../helpers/admin";
+import { adminCall, holdTenantAlarms, putDocument, tenantStub } from "../helpers/admin";
 import { kbCaller, uniqueTenant } from "../helpers/kb-client";
 import { initializeBody, mcpFetch, rpcResult } from "../helpers/mcp-http";
 import { mintToken } from "../helpers/tokens";
+import { docBytes } from "./fixtures";
 
 /**
  * Per-tenant quotas (src/tenant/quotas.ts): over a quota a request is refused with 429, Retry-After and a JSON-RPC
@@ -145,5 +146,58 @@ describe("cached exchanged tokens", () => {
     expect(await tokens.tokenFor(identity, target(4))).toBe("token-5");
     expect(await tokens.tokenFor(identity, target(0))).toBe("token-6");
     expect(tokens.size).toBe(2);
+  });
+});
+
+describe("documents and extraction runs", () => {
+  it("a document over the count or byte quota is 429 with Retry-After, and nothing is stored", async () => {
+    const tenant = uniqueTenant("quota-docs");
+    await withLimits(tenant, { QUOTA_DOCUMENTS: "2", QUOTA_DOCUMENT_BYTES: "3000" });
+    const caller = await kbCaller(tenant);
+    expect((await putDocument(caller.token, "d1", docBytes(1, 1000), "application/octet-stream")).status).toBe(201);
+    expect((await putDocument(caller.token, "d2", docBytes(2, 1000), "application/octet-stream")).status).toBe(201);
+    // Replacing an existing document within the bytes quota is fine.
+    expect((await putDocument(caller.token, "d2", docBytes(3, 1500), "application/octet-stream")).status).toBe(201);
+    const overCount = await putDocument(caller.token, "d3", docBytes(4, 10), "application/octet-stream");
+    expect(overCount.status).toBe(429);
+    expect(Number(overCount.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(await overCount.json()).toMatchObject({ error: { data: { code: "ERR_QUOTA" } } });
+    const overBytes = await putDocument(caller.token, "d2", docBytes(5, 2600), "application/octet-stream");
+    expect(overBytes.status).toBe(429);
+    // Nothing written: the rows and the bytes are the ones acknowledged before.
+    const rows = await runInDurableObject(tenantStub(tenant), (_instance, state) =>
+      state.storage.sql
+        .exec<{ id: string; size: number }>(`SELECT id, size FROM documents ORDER BY id`)
+        .toArray()
+        .map((row) => ({ ...row })),
+    );
+    expect(rows).toEqual([
+      { id: "d1", size: 1000 },
+      { id: "d2", size: 1500 },
+    ]);
+    expect((await env.DOCS.list({ prefix: `t/${tenant}/docs/d3` })).objects).toEqual([]);
+    const status = await adminCall("GET", `/admin/tenants/${tenant}`);
+    expect(status.body).toMatchObject({
+      quotas: { documents: { used: 2, limit: 2 }, documentBytes: { used: 2500, limit: 3000 } },
+    });
+  });
+
+  it("queued and running extraction runs are bounded per tenant", async () => {
+    const tenant = uniqueTenant("quota-runs");
+    await withLimits(tenant, { QUOTA_RUNS_QUEUED: "1" });
+    const caller = await kbCaller(tenant);
+    await caller.ok("put_document", { id: "notes", text: "# Notes\n\nThe owl hunts at night.\n" });
+    await holdTenantAlarms(tenant);
+    expect(await caller.ok("ingest_document", { document_id: "notes", wait: false })).toMatchObject({
+      status: "queued",
+    });
+    const refused = await caller.call("ingest_document", { document_id: "notes", wait: false });
+    expect(refused.isError).toBe(true);
+    expect(refused.structuredContent).toMatchObject({ error: { code: "ERR_QUOTA" } });
+    const runs = await runInDurableObject(
+      tenantStub(tenant),
+      (_instance, state) => state.storage.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM extraction_runs`).one().n,
+    );
+    expect(runs).toBe(1);
   });
 });
