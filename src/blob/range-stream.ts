@@ -44,18 +44,25 @@ export function rangeReadable(
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
-        if (index > span.lastChunk) {
-          controller.close();
-          await source.cancel().catch(() => undefined);
-          return;
+        // Loops until it enqueues or closes: a pull that returns with neither is never called again (the final
+        // chunk of a document whose size is a multiple of 16 KiB is empty, and must still be authenticated).
+        for (;;) {
+          if (index > span.lastChunk) {
+            controller.close();
+            await source.cancel().catch(() => undefined);
+            return;
+          }
+          const plain = await decryptor.decryptChunks(index, await take(expected()));
+          const chunkStart = index * CHUNK_SIZE;
+          const from = Math.max(0, wanted.start - chunkStart);
+          const to = Math.min(plain.byteLength, wanted.end - chunkStart);
+          offset += ENCRYPTED_CHUNK_SIZE;
+          index += 1;
+          if (to > from) {
+            controller.enqueue(plain.subarray(from, to));
+            return;
+          }
         }
-        const plain = await decryptor.decryptChunks(index, await take(expected()));
-        const chunkStart = index * CHUNK_SIZE;
-        const from = Math.max(0, wanted.start - chunkStart);
-        const to = Math.min(plain.byteLength, wanted.end - chunkStart);
-        offset += ENCRYPTED_CHUNK_SIZE;
-        index += 1;
-        if (to > from) controller.enqueue(plain.subarray(from, to));
       },
       async cancel(reason) {
         await source.cancel(reason).catch(() => undefined);
