@@ -42,7 +42,7 @@ export class SessionStore {
   async create(subject: string, protocolVersion: string, now: number): Promise<string> {
     const id = newSessionId();
     const hash = await sha256Hex(id);
-    this.#sweepExpired(subject, now);
+    this.#sweepExpired(now);
     this.#checkTenantQuota(subject, now);
     this.#sql.exec(
       `INSERT INTO mcp_sessions (tenant, subject, session_hash, protocol_version, created_at, last_seen_at)
@@ -132,16 +132,11 @@ export class SessionStore {
 
   /**
    * A new session may make the tenant exceed its quota only if it does not replace one of the subject's own (at
-   * the per-subject bound, its least recently used session ends). Expired sessions of every subject go first.
+   * the per-subject bound, its least recently used session ends). Expired sessions were swept just before.
    */
   #checkTenantQuota(subject: string, now: number): void {
     const limit = this.#policy.maxPerTenant;
     if (limit === undefined) return;
-    this.#sql.exec(
-      `DELETE FROM mcp_sessions WHERE tenant = ? AND last_seen_at < ?`,
-      this.#tenant,
-      now - this.#policy.idleTtlMs,
-    );
     if (this.count(subject) >= this.#policy.maxPerSubject) return;
     const { n, oldest } = this.#sql
       .exec<{ n: number; oldest: number | null }>(
@@ -155,17 +150,11 @@ export class SessionStore {
     }
   }
 
-  /** Live sessions of every subject of the tenant. */
-  countAll(): number {
-    return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#tenant).one()
-      .n;
-  }
-
-  #sweepExpired(subject: string, now: number): void {
+  /** Ends every expired session of the tenant (all subjects: the tenant-wide quota counts them all). */
+  #sweepExpired(now: number): void {
     this.#sql.exec(
-      `DELETE FROM mcp_sessions WHERE tenant = ? AND subject = ? AND last_seen_at < ?`,
+      `DELETE FROM mcp_sessions WHERE tenant = ? AND last_seen_at < ?`,
       this.#tenant,
-      subject,
       now - this.#policy.idleTtlMs,
     );
   }

@@ -264,11 +264,14 @@ export class TenantServer extends DurableObject<Env> {
         },
       });
     }
+    const started = Date.now();
     const next = await new JobRunner(this.ctx.storage.sql, tenant).runDue(jobs);
     if (next !== null) {
-      // A request may have asked for an earlier alarm while this one ran (e.g. a queued ingest): keep the earlier.
-      const requested = await this.ctx.storage.getAlarm();
-      await this.ctx.storage.setAlarm(requested === null ? next : Math.min(requested, next));
+      // An alarm set while this one ran (a request queued an ingest) is kept if it is earlier. An alarm time not
+      // after this run started is this very alarm (workerd also clamps past times to now): re-arming at it would
+      // fire again at once, a busy loop while a job backs off, so it is replaced.
+      const current = await this.ctx.storage.getAlarm();
+      await this.ctx.storage.setAlarm(current !== null && current > started ? Math.min(current, next) : next);
     }
     if (lifecycle.state() === "offboarded") this.#tenant = null;
   }

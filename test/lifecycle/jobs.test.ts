@@ -302,3 +302,24 @@ describe("the shred leaves no configuration and no run records behind", () => {
     expect(meta).not.toContain("purge_r2_pending");
   });
 });
+
+describe("the alarm re-arms for the next due job, never at its own past time", () => {
+  it("a job backing off is retried at its retry time, not in a busy loop", async () => {
+    const tenant = uniqueTenant("jobs-rearm");
+    await (await kbCaller(tenant)).ok("whoami", {});
+    const scheduled = await runInDurableObject(tenantStub(tenant), async (instance, state) => {
+      const retryAt = Date.now() + 60_000;
+      state.storage.sql.exec(
+        `INSERT INTO job_state (tenant, job, failures, last_code, last_failed_at, next_at) VALUES (?, 'rotation', 1, 'ERR_DECRYPT', ?, ?)`,
+        tenant,
+        Date.now(),
+        retryAt,
+      );
+      // The alarm that is firing: its time is in the past.
+      await state.storage.setAlarm(Date.now() - 1000);
+      await (Object.getPrototypeOf(instance) as { alarm(): Promise<void> }).alarm.call(instance);
+      return { alarm: await state.storage.getAlarm(), retryAt };
+    });
+    expect(scheduled.alarm).toBe(scheduled.retryAt);
+  });
+});
