@@ -228,6 +228,13 @@ describe("loadConfig refuses an unsafe configuration with ERR_CONFIG", () => {
     ["MAX_SESSIONS_PER_SUBJECT", "0"],
     ["MAX_SESSIONS_PER_SUBJECT", "1001"],
     ["MAX_SESSIONS_PER_SUBJECT", "Infinity"],
+    ["QUOTA_DOCUMENTS", "0"],
+    ["QUOTA_DOCUMENT_BYTES", "1023"],
+    ["QUOTA_RUNS_QUEUED", "1.5"],
+    ["QUOTA_SESSIONS", "-1"],
+    ["QUOTA_EXCHANGED_TOKENS", "abc"],
+    ["RATE_LIMIT_PER_MINUTE", "0"],
+    ["RATE_LIMIT_SUBJECT_PER_MINUTE", "10000001"],
   ] as const)("refuses %s=%s (out of range)", (name, value) => {
     expectConfigError(baseEnv({ [name]: value }), new RegExp(name));
   });
