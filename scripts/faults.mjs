@@ -127,6 +127,7 @@ async function main() {
     report,
     figures,
     shared: {},
+    outDir,
     admin: adminClient(base, adminToken),
     tenantClient: async (tenant, sub = "faults") =>
       toolClient(base, await mintDevToken({ tenant, sub, scope: "mcp kb.read kb.write", ttl, aud: resource, keysDir })),

@@ -99,6 +99,16 @@ export class QuotaError extends KbError {
   }
 }
 
+/** 405 with the methods the resource does serve (the `Allow` header must list exactly those). */
+export class MethodNotAllowedError extends KbError {
+  readonly allow: readonly string[];
+
+  constructor(allow: readonly string[]) {
+    super("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    this.allow = allow;
+  }
+}
+
 export function isKbError(value: unknown): value is KbError {
   return value instanceof KbError;
 }
@@ -112,13 +122,21 @@ export function isKbError(value: unknown): value is KbError {
 export function kbErrorOf(error: unknown): KbError | null {
   if (isKbError(error)) return error;
   if (!(error instanceof Error) || error.name !== "KbError") return null;
-  const { code, scopes, retryAfterS } = error as Error & { code?: unknown; scopes?: unknown; retryAfterS?: unknown };
+  const { code, scopes, retryAfterS, allow } = error as Error & {
+    code?: unknown;
+    scopes?: unknown;
+    retryAfterS?: unknown;
+    allow?: unknown;
+  };
   if (typeof code !== "string" || !Object.hasOwn(ERROR_CODES, code)) return null;
   if ((code === "ERR_RATE_LIMITED" || code === "ERR_QUOTA") && typeof retryAfterS === "number") {
     return new QuotaError(code, error.message, retryAfterS);
   }
   if (code === "ERR_INSUFFICIENT_SCOPE" && Array.isArray(scopes) && scopes.every((s) => typeof s === "string")) {
     return new InsufficientScopeError(scopes);
+  }
+  if (code === "ERR_METHOD_NOT_ALLOWED" && Array.isArray(allow) && allow.every((m) => typeof m === "string")) {
+    return new MethodNotAllowedError(allow);
   }
   return new KbError(code as ErrorCode, error.message, { cause: error });
 }

@@ -1,5 +1,5 @@
 import type { Config } from "../config";
-import { type ErrorCode, InsufficientScopeError, type KbError, QuotaError } from "../errors";
+import { type ErrorCode, InsufficientScopeError, type KbError, MethodNotAllowedError, QuotaError } from "../errors";
 
 /** The one place that turns an error into an HTTP response. Bodies never carry stack traces or secrets. */
 export interface ErrorContext {
@@ -53,7 +53,7 @@ export function errorResponse(error: KbError, context: ErrorContext): Response {
     const message = status === 503 ? "Service unavailable" : "Internal error";
     body = { jsonrpc: "2.0", id: null, error: { code: -32603, message, data: { code: error.code } } };
   } else {
-    if (status === 405) headers.set("allow", "GET, POST, DELETE");
+    if (error instanceof MethodNotAllowedError) headers.set("allow", error.allow.join(", "));
     if (error instanceof QuotaError) headers.set("retry-after", String(error.retryAfterS));
     body = {
       jsonrpc: "2.0",

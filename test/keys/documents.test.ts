@@ -531,9 +531,10 @@ describe("documents over HTTP /v1/documents/:id", () => {
     expect((await documentRows(tenant)).some((row) => row.id === "delete-me")).toBe(false);
   });
 
-  it("other methods are 405", async () => {
+  it("other methods are 405 with an Allow header listing what the route serves", async () => {
     const response = await docs.request("size-1", { method: "POST", body: "x" });
     expect(response.status).toBe(405);
+    expect(response.headers.get("allow")).toBe("GET, HEAD, PUT, DELETE");
   });
 
   it("scopes: kb.read can GET/HEAD but not PUT or DELETE (403 naming kb.write); no token is 401", async () => {
