@@ -38,8 +38,14 @@ export async function withInspector(port, fn, onEvent = () => {}) {
         reject(new Error(`inspector: ${method} not answered in ${CALL_TIMEOUT_MS} ms`));
       }, CALL_TIMEOUT_MS);
       pending.set(id, {
-        resolve: (value) => (clearTimeout(timer), resolve(value)),
-        reject: (error) => (clearTimeout(timer), reject(error)),
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
       });
       ws.send(JSON.stringify({ id, method, params }));
     });
