@@ -54,7 +54,9 @@ export async function memoryRun(ctx, outFile) {
   const sample = async (label) => {
     let heap = null;
     try {
-      const snapshotFile = process.env.FAULTS_HEAP_SNAPSHOTS ? join(ctx.outDir, `heap-${label}.heapsnapshot`) : undefined;
+      const snapshotFile = process.env.FAULTS_HEAP_SNAPSHOTS
+        ? join(ctx.outDir, `heap-${label}.heapsnapshot`)
+        : undefined;
       heap = await isolateHeap(ctx.server.inspectorPort, { snapshotFile });
     } catch (error) {
       heap = { error: error.message };
@@ -117,7 +119,9 @@ export async function memoryRun(ctx, outFile) {
     "memory",
     `RSS measured at warm start and after ${MARKS.map((m) => `${m / 1000}k`).join(" and ")} mixed requests`,
     points.some((p) => p.processes.length === 0) ? ["no workerd process found in the wrangler group"] : [],
-    growth.map((g) => `${g.label} ${g.totalMb} MB (${g.vsWarm}), heap ${g.heapMb ?? "?"} MB (${g.heapVsWarm ?? "?"})`).join(", "),
+    growth
+      .map((g) => `${g.label} ${g.totalMb} MB (${g.vsWarm}), heap ${g.heapMb ?? "?"} MB (${g.heapVsWarm ?? "?"})`)
+      .join(", "),
     started,
   );
 }
