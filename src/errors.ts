@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   ERR_TOKEN_SUBJECT: 401,
   /** A token for one role also names the other (tenant vs platform admin): roles are exclusive. */
   ERR_TOKEN_AUDIENCE: 401,
+  ERR_TOKEN_WRONG_AUDIENCE: 401,
   /** Older than AUTH_MAX_TOKEN_AGE_S (from `iat`), whatever its `exp`. */
   ERR_TOKEN_TOO_OLD: 401,
   /** Revoked through the admin API (by `jti`, or by subject for tokens issued before a time). */
@@ -76,6 +77,20 @@ export class KbError extends Error {
 
   get status(): number {
     return ERROR_CODES[this.code];
+  }
+}
+
+/**
+ * 401 for a genuine token (trusted issuer, valid signature) issued for another audience: the client is told which
+ * audience this endpoint expects (public: it is the resource in the RFC 9728 metadata), since the usual cause is a
+ * client configured for another host or port. Nothing is said about any other failed check.
+ */
+export class WrongAudienceError extends KbError {
+  readonly expected: string;
+
+  constructor(expected: string, options?: { cause?: unknown }) {
+    super("ERR_TOKEN_WRONG_AUDIENCE", "token audience is not this resource", options);
+    this.expected = expected;
   }
 }
 

@@ -48,7 +48,7 @@ export async function tenantCliChecks({ report, root, base, adminToken, tenant }
       () => null,
       (error) => error,
     );
-    if (!refused || refused.code !== 1 || !/HTTP 404/.test(refused.stderr)) {
+    if (refused?.code !== 1 || !/HTTP 404/.test(refused.stderr)) {
       throw new Error(`expected exit 1 with HTTP 404, got ${refused?.code}: ${refused?.stderr}`);
     }
     const list = await cli("list");
@@ -60,7 +60,7 @@ export async function tenantCliChecks({ report, root, base, adminToken, tenant }
       () => null,
       (error) => error,
     );
-    if (!refused || refused.code !== 1 || !/not an https URL/.test(refused.stderr)) throw new Error("accepted");
+    if (refused?.code !== 1 || !/not an https URL/.test(refused.stderr)) throw new Error("accepted");
     return "exit 1";
   });
 }
