@@ -12,12 +12,13 @@
 // Options: --url http://localhost:8787 (another deployment: --url https://kb.example.com and ADMIN_TOKEN=... in the
 // environment), --wait (poll until the background job finishes).
 import { parseArgs } from "node:util";
-import { mintDevToken } from "./token.mjs";
+import { devServerResource, mintDevToken } from "./token.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    url: { type: "string", default: "http://localhost:8787" },
+    // The last `npm start` records its address (scripts/start.mjs); 8787 otherwise.
+    url: { type: "string", default: new URL(devServerResource() ?? "http://localhost:8787").origin },
     yes: { type: "boolean", default: false },
     wait: { type: "boolean", default: false },
     allow: { type: "string", multiple: true, default: [] },
