@@ -61,6 +61,7 @@ export function createTenantMcpServer(
   });
   const deps = { scope, tenant, config, schedule };
   registerTools(server, deps, tools);
-  registerAtomResource(server, deps);
+  // The atom template is offered, like the tools, only to a caller who may read it.
+  if (scope.identity.scopes.includes("kb.read")) registerAtomResource(server, deps);
   return server;
 }

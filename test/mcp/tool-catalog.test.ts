@@ -11,6 +11,8 @@ import { TOOL_SCOPE_META_KEY, TOOL_SCOPES, TOOLS } from "../../src/mcp/tools/cat
 import { defineTool, type ToolDeclaration, type ToolDeps } from "../../src/mcp/tools/tool-declaration";
 import { runTool } from "../../src/mcp/tools/tool-result";
 import { connectModernClient, connectV1Client } from "../helpers/clients";
+import { kbCaller } from "../helpers/kb-client";
+import { initializeBody, LEGACY_VERSION, mcpFetch } from "../helpers/mcp-http";
 import { mintToken } from "../helpers/tokens";
 
 /**
@@ -56,6 +58,84 @@ describe("tools/list matches the declarations", () => {
       const body = { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: tool.name, arguments: {} } };
       expect(requiredScopes(body)).toEqual(tool.scope === null ? [] : [tool.scope]);
     }
+  });
+});
+
+describe("tools/list offers only the tools the token's scopes allow", () => {
+  const allowed = (granted: readonly string[]) =>
+    declared.filter((tool) => tool.scope === null || granted.includes(tool.scope));
+
+  it("kb.read only, 2026-07-28: no write tool is listed", async () => {
+    const { client, close } = await connectModernClient(
+      await mintToken({ tenant: "catalog-ro-modern", scope: "mcp kb.read" }),
+    );
+    try {
+      const listed = listedScopes((await client.listTools()).tools);
+      expect(listed).toEqual(allowed(["kb.read"]));
+      expect(listed.some((tool) => tool.scope === "kb.write")).toBe(false);
+      expect(listed.map((tool) => tool.name)).toContain("search");
+    } finally {
+      await close();
+    }
+  });
+
+  it("kb.read only, 2025-11-25 with a session: no write tool is listed", async () => {
+    const { client, close } = await connectV1Client(
+      await mintToken({ tenant: "catalog-ro-legacy", scope: "mcp kb.read" }),
+    );
+    try {
+      expect(listedScopes((await client.listTools()).tools)).toEqual(allowed(["kb.read"]));
+    } finally {
+      await close();
+    }
+  });
+
+  it("mcp only lists whoami; kb.write only lists whoami and the write tools", async () => {
+    for (const scope of ["mcp", "mcp kb.write"]) {
+      const caller = await kbCaller("catalog-narrow", { scope });
+      const answer = await caller.rpc("tools/list", {});
+      expect(answer.status, answer.text).toBe(200);
+      const tools = (answer.body.result as { tools: ListedTool[] }).tools;
+      expect(listedScopes(tools)).toEqual(allowed(scope.split(" ")));
+    }
+  });
+
+  it("a hidden tool called anyway is refused as before: 403 insufficient_scope naming the scope, in both eras", async () => {
+    const token = await mintToken({ tenant: "catalog-hidden", scope: "mcp kb.read" });
+    const call = JSON.stringify({
+      jsonrpc: "2.0",
+      id: 2,
+      method: "tools/call",
+      params: { name: "add_atoms", arguments: { atoms: [{ text: "hidden, but called" }] } },
+    });
+    const expectStepUp = async (response: Response) => {
+      expect(response.status).toBe(403);
+      const challenge = response.headers.get("www-authenticate") ?? "";
+      expect(challenge).toContain('error="insufficient_scope"');
+      expect(challenge).toContain('scope="kb.write"');
+      expect(await response.json()).toMatchObject({ error: "insufficient_scope", scope: "kb.write" });
+    };
+    const modern = await kbCaller("catalog-hidden", { token });
+    const refused = await modern.rpc("tools/call", { name: "add_atoms", arguments: { atoms: [{ text: "x" }] } });
+    expect(refused.status, refused.text).toBe(403);
+    expect(refused.headers.get("www-authenticate") ?? "").toContain('scope="kb.write"');
+    expect(refused.body).toMatchObject({ error: "insufficient_scope", scope: "kb.write" });
+
+    const init = await mcpFetch({ method: "POST", token, body: initializeBody(1) });
+    expect(init.status).toBe(200);
+    const session = init.headers.get("mcp-session-id");
+    expect(session).toBeTruthy();
+    await init.text();
+    await expectStepUp(
+      await mcpFetch({
+        method: "POST",
+        token,
+        headers: { "mcp-session-id": session ?? "", "mcp-protocol-version": LEGACY_VERSION },
+        body: call,
+      }),
+    );
+    // Nothing was written by either refused call.
+    expect((await modern.ok<{ atoms: number }>("kb_stats", {})).atoms).toBe(0);
   });
 });
 

@@ -4,7 +4,7 @@ import { EXTRACTION_TOOLS } from "./extraction-tools";
 import { IMPORT_TOOLS } from "./import-tool";
 import { KB_TOOLS } from "./kb-tools";
 import type { ToolDeclaration, ToolDeps, ToolScope } from "./tool-declaration";
-import { runTool } from "./tool-result";
+import { runTool, scopeAllows } from "./tool-result";
 import { WHOAMI_TOOLS } from "./whoami";
 
 /**
@@ -35,9 +35,16 @@ function scopeTable(tools: readonly ToolDeclaration[]): ReadonlyMap<string, Tool
   return table;
 }
 
-/** Registers `tools` on a server for one request, each call run through runTool with the request's deps. */
+/**
+ * Registers, for one request, the tools among `tools` that the caller's scopes allow, each call run through
+ * runTool with the request's deps. A tool the caller may not use is not offered (tools/list hides it: clients show
+ * every listed tool to the model, and none of them reads per-tool scopes); a call to it anyway is still refused by
+ * the tenant object before dispatch with 403 insufficient_scope naming the scope (step-up), as for any client.
+ */
 export function registerTools(server: McpServer, deps: ToolDeps, tools: readonly ToolDeclaration[] = TOOLS): void {
+  const granted = deps.scope.identity.scopes;
   for (const tool of tools) {
+    if (!scopeAllows(tool.scope, granted)) continue;
     server.registerTool(
       tool.name,
       {
