@@ -230,12 +230,10 @@ export class KnowledgeBase {
     return { vectors, misses };
   }
 
+  /** `topK` is 1..LIMITS.topKMax, checked once by the search tool's input schema (src/mcp/tools/kb-tools.ts). */
   async search(query: string, topK: number, filter: AtomFilter | null): Promise<SearchHit[]> {
     if (typeof query !== "string" || query.trim() === "") throw invalid("query must not be empty");
     if (utf8Length(query) > LIMITS.queryBytes) throw invalid(`query is longer than ${LIMITS.queryBytes} bytes`);
-    if (!Number.isInteger(topK) || topK < 1 || topK > LIMITS.topKMax) {
-      throw invalid(`top_k must be an integer from 1 to ${LIMITS.topKMax}`);
-    }
     const allowed = filter ? await this.#matchingIds(filter) : null;
     if (allowed && allowed.size === 0) return [];
     const { vectors } = await this.#d.cache.embed(this.#d.embedder, [query]);

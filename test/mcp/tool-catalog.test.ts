@@ -139,6 +139,67 @@ describe("tools/list offers only the tools the token's scopes allow", () => {
   });
 });
 
+describe("published input schemas are as tight as the checks", () => {
+  interface Schema {
+    readonly type?: string;
+    readonly properties?: Record<string, Schema>;
+    readonly additionalProperties?: unknown;
+    readonly items?: Schema;
+    readonly anyOf?: Schema[];
+    readonly minimum?: number;
+    readonly maximum?: number;
+  }
+  let schemas: Map<string, Schema>;
+
+  const listSchemas = async (): Promise<Map<string, Schema>> => {
+    const caller = await kbCaller("catalog-schemas", { scope: FULL });
+    const answer = await caller.rpc("tools/list", {});
+    expect(answer.status, answer.text).toBe(200);
+    const tools = (answer.body.result as { tools: { name: string; inputSchema: Schema }[] }).tools;
+    return new Map(tools.map((tool) => [tool.name, tool.inputSchema]));
+  };
+
+  /** Every object schema below `schema`, with its path (bounded by the schema's own finite depth). */
+  const objects = (schema: Schema, path: string, out: [string, Schema][] = []): [string, Schema][] => {
+    if (schema.type === "object" || schema.properties) out.push([path, schema]);
+    for (const [key, child] of Object.entries(schema.properties ?? {})) objects(child, `${path}.${key}`, out);
+    if (schema.items) objects(schema.items, `${path}[]`, out);
+    for (const [i, child] of (schema.anyOf ?? []).entries()) objects(child, `${path}|${i}`, out);
+    return out;
+  };
+
+  it("search.top_k is 1..50 (not the safe-integer range)", async () => {
+    schemas = await listSchemas();
+    const topK = schemas.get("search")?.properties?.top_k;
+    expect(topK).toMatchObject({ type: "integer", minimum: 1, maximum: 50 });
+  });
+
+  it("search.filter and every clause in it refuse extra keys", async () => {
+    schemas ??= await listSchemas();
+    const filter = schemas.get("search")?.properties?.filter as Schema;
+    expect(filter).toMatchObject({ type: "object", additionalProperties: false });
+    expect(Object.keys(filter.properties ?? {}).sort()).toEqual(["source", "tags"]);
+    const clauses = objects(filter, "filter");
+    // filter itself, tags {any, all} and source {in}.
+    expect(clauses.map(([path]) => path)).toEqual(["filter", "filter.tags|1", "filter.source|1"]);
+    for (const [path, clause] of clauses) expect(clause.additionalProperties, path).toBe(false);
+  });
+
+  it("every object in every tool's input schema has additionalProperties: false", async () => {
+    schemas ??= await listSchemas();
+    expect([...schemas.keys()]).toEqual(TOOLS.map((tool) => tool.name));
+    let checked = 0;
+    for (const [name, schema] of schemas) {
+      for (const [path, object] of objects(schema, name)) {
+        expect(object.additionalProperties, path).toBe(false);
+        checked++;
+      }
+    }
+    // Each tool's root, add_atoms' atoms[] items, and the three filter objects.
+    expect(checked).toBe(TOOLS.length + 4);
+  });
+});
+
 describe("the documented tool lists are the declared tools", () => {
   const names = (text: string) => [...text.matchAll(/`([a-z_]+)`/g)].map((match) => match[1] as string);
   const declaredNames = TOOLS.map((tool) => tool.name).sort();

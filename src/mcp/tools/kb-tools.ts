@@ -1,7 +1,7 @@
 import { type McpServer, ResourceNotFoundError, ResourceTemplate } from "@modelcontextprotocol/server";
 import { z } from "zod";
 import { KbError } from "../../errors";
-import { parseFilter } from "../../kb/filters";
+import { FILTER_SCHEMA, parseFilter } from "../../kb/filters";
 import { LIMITS } from "../../kb/limits";
 import { defineTool, type ToolDeps } from "./tool-declaration";
 
@@ -42,8 +42,9 @@ const search = defineTool({
   input: z
     .object({
       query: z.string().describe(`At most ${LIMITS.queryBytes} bytes.`),
-      top_k: z.number().int().optional().describe(`1-${LIMITS.topKMax}, default ${LIMITS.topKDefault}.`),
-      filter: z.record(z.string(), z.unknown()).optional().describe("Allowed keys: tags, source."),
+      // The one check of the range (the knowledge base trusts it); published as minimum/maximum in tools/list.
+      top_k: z.number().int().min(1).max(LIMITS.topKMax).optional().describe(`Default ${LIMITS.topKDefault}.`),
+      filter: FILTER_SCHEMA.optional(),
     })
     .strict(),
   annotations: { readOnlyHint: true, openWorldHint: false },
