@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // End-to-end test over real HTTP (`npm run test:e2e`; CI runs it on a fresh machine). It starts `wrangler dev` on a
 // free loopback port with a throwaway dev issuer key, drives real MCP clients for two tenants (v2 client pinned to
-// 2026-07-28, v1 SDK client on 2025-11-25 sessions), probes the session boundary, and runs the MCP conformance
-// runner through an auth-adding proxy. Every process it starts is stopped, also on failure, timeout and signals.
+// 2026-07-28, v1 SDK client on 2025-11-25 sessions), probes the session boundary, runs the MCP conformance
+// runner through an auth-adding proxy, and then the storage forensics (scripts/e2e/forensics.mjs, its own
+// wrangler dev restarted on one folder and on a copy of it; `--forensics-only` runs just those). Every process it
+// starts is stopped, also on failure, timeout and signals.
 // Output: a summary ending in the line `N passed, M failed`, .e2e/summary.json, logs under .e2e/; exit 0 only if
 // every check passed.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";

@@ -6,6 +6,8 @@ import { join } from "node:path";
 import { publicEmbed } from "./public-embedder.mjs";
 
 const MAX_HITS = 8;
+// A stored hash vector of an atom has about a hundred non-zero components (words, bigrams, trigrams).
+const MIN_COMPONENTS = 16;
 
 /** Every regular file under `dir` (recursively), sorted, with its bytes. */
 export function walkFiles(dir) {
@@ -162,65 +164,72 @@ export class Inverter {
    * every 4-byte alignment, is a candidate vector. By chance alone a few of a target's words rank high in some of
    * millions of random windows, so a single word in a top 12 proves nothing; what a real vector of the target
    * shows is its words together: their mean cosine stands `minZ` standard errors above the mean cosine of the
-   * whole dictionary to the same window (a plaintext vector of an atom scores 15 or more, random windows stay near
-   * 0). To stay linear, the dictionary is scored only on windows where the target's mean cosine is >= `prefilter`.
+   * whole dictionary to the same window (a plaintext vector of an atom scores about 15, random windows below 6),
+   * and at least `minWords` of them are in the window's top `k` (a plaintext vector puts 5 to 10 there). Windows
+   * with fewer than MIN_COMPONENTS non-negligible values are not vectors. To stay linear, the dictionary is scored
+   * only on windows where the target's mean cosine is >= `prefilter`.
    * targets: [{name, words}]. Returns [{name, offset, as, z, recovered: target words in the window's top k}].
    */
-  rawWindowRecoveries(buffer, targets, { k = 12, minZ = 8, prefilter = 0.05 } = {}) {
-    const hits = [];
-    const prepared = targets.map((target) => ({
-      name: target.name,
-      members: target.words.filter((word) => this.indexOf.has(word)).map((word) => this.sparse[this.indexOf.get(word)]),
-      words: new Set(target.words),
-    }));
-    const consider = (offset, as, read, norm) => {
-      if (!(norm > 0)) return;
-      for (const target of prepared) {
-        let sum = 0;
-        for (const entries of target.members) sum += dot(entries, read);
-        const mean = sum / norm / target.members.length;
-        if (mean < prefilter) continue;
-        const vector = Array.from({ length: this.dims }, (_, d) => read(d));
-        const z = this.#zScore(vector, norm, mean, target.members.length);
-        if (z >= minZ && hits.length < MAX_HITS) {
-          const recovered = this.rank(vector, k).filter((word) => target.words.has(word));
-          hits.push({ name: target.name, offset, as, z: Number(z.toFixed(1)), recovered });
-        }
-      }
-    };
+  rawWindowRecoveries(buffer, targets, { k = 12, minZ = 8, minWords = 3, prefilter = 0.05 } = {}) {
     const dims = this.dims;
-    const signed = new Int8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-    let sum = 0;
-    for (let i = 0; i < signed.length; i++) {
-      sum += signed[i] * signed[i];
-      if (i >= dims) sum -= signed[i - dims] * signed[i - dims];
-      if (i + 1 < dims) continue;
-      const start = i + 1 - dims;
-      consider(start, "int8", (d) => signed[start + d], Math.sqrt(sum));
-    }
-    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
-    for (let align = 0; align < 4; align++) {
-      const n = Math.floor((buffer.byteLength - align) / 4);
-      const values = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        const x = view.getFloat32(align + i * 4, true);
-        values[i] = Number.isFinite(x) && Math.abs(x) <= 1e3 ? x : Number.NaN;
-      }
+    const hits = [];
+    // The sum of a target's word cosines is one sparse dot product with the sum of its word vectors.
+    const prepared = targets.map((target) => {
+      const members = target.words.filter((word) => this.indexOf.has(word));
+      const combined = new Float64Array(dims);
+      for (const word of members) for (const [d, weight] of this.sparse[this.indexOf.get(word)]) combined[d] += weight;
+      const dimsUsed = [...combined.keys()].filter((d) => combined[d] !== 0);
+      return {
+        name: target.name,
+        count: members.length,
+        index: Int32Array.from(dimsUsed),
+        weight: Float64Array.from(dimsUsed, (d) => combined[d]),
+        words: new Set(target.words),
+      };
+    });
+    /** Windows of `values` (NaN = a value no vector holds); `offsetOf(start)` is the window's byte offset. */
+    const scan = (values, as, offsetOf) => {
       let runStart = 0;
-      let acc = 0;
-      for (let i = 0; i < n; i++) {
+      let squares = 0;
+      for (let i = 0; i < values.length; i++) {
         const x = values[i];
         if (Number.isNaN(x)) {
           runStart = i + 1;
-          acc = 0;
+          squares = 0;
           continue;
         }
-        acc += x * x;
-        if (i - runStart + 1 > dims) acc -= values[i - dims] ** 2;
+        squares += x * x;
+        if (i - runStart + 1 > dims) squares -= values[i - dims] * values[i - dims];
         if (i - runStart + 1 < dims) continue;
+        const norm = Math.sqrt(Math.max(squares, 0));
+        if (!(norm > 0)) continue;
         const start = i + 1 - dims;
-        consider(align + start * 4, "float32", (d) => values[start + d], Math.sqrt(Math.max(acc, 0)));
+        for (const target of prepared) {
+          let sum = 0;
+          for (let j = 0; j < target.index.length; j++) sum += target.weight[j] * values[start + target.index[j]];
+          const mean = sum / norm / target.count;
+          if (mean < prefilter) continue;
+          const vector = Array.from(values.subarray(start, start + dims));
+          // Structured bytes (page-number tables, a few small values in zeros) are no vector: too few components.
+          if (vector.filter((value) => Math.abs(value) >= norm * 0.01).length < MIN_COMPONENTS) continue;
+          const z = this.#zScore(vector, norm, mean, target.count);
+          if (z < minZ) continue;
+          const recovered = this.rank(vector, k).filter((word) => target.words.has(word));
+          if (recovered.length >= minWords && hits.length < MAX_HITS) {
+            hits.push({ name: target.name, offset: offsetOf(start), as, z: Number(z.toFixed(1)), recovered });
+          }
+        }
       }
+    };
+    scan(Float64Array.from(new Int8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)), "int8", (at) => at);
+    const view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+    for (let align = 0; align < 4; align++) {
+      const values = new Float64Array(Math.max(0, Math.floor((buffer.byteLength - align) / 4)));
+      for (let i = 0; i < values.length; i++) {
+        const x = view.getFloat32(align + i * 4, true);
+        values[i] = Number.isFinite(x) && Math.abs(x) <= 1e3 ? x : Number.NaN;
+      }
+      scan(values, "float32", (at) => align + at * 4);
     }
     return hits;
   }

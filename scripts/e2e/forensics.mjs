@@ -15,22 +15,37 @@
 //   5. Start on the copy with f2 only: nothing of the tenant opens (ERR_KEY_UNAVAILABLE), no canary in any answer.
 // The detectors (scripts/e2e/forensic-scan.mjs) first run on a synthetic buffer holding a plaintext vector of one
 // of the atoms: they must find it, which shows the scan can fail.
-import { randomBytes, randomInt } from "node:crypto";
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { mintDevToken } from "../token.mjs";
+import {
+  atomsFor,
+  atomWords,
+  decoyCodes,
+  dictionaryFrom,
+  documentText,
+  freshSecrets,
+  randomSecret,
+  sleep,
+} from "./forensic-data.mjs";
+import {
+  BLOB_KINDS,
+  foundIn,
+  GROUP,
+  locate,
+  positiveControl,
+  preloadSqlite,
+  readTenantBlobs,
+  scanChecks,
+} from "./forensic-files.mjs";
 import { pollUntil, rawHttp, rawRpc, withMcpClient } from "./forensic-http.mjs";
-import { chunksOf, findAll, Inverter, needleForms, unitFloatRuns, walkFiles } from "./forensic-scan.mjs";
-import { freePort } from "./ports.mjs";
-import { DIMENSIONS, publicEmbed, quantize, words } from "./public-embedder.mjs";
-import { startWranglerDev, waitForHealthy } from "./wrangler.mjs";
+import { Inverter, walkFiles } from "./forensic-scan.mjs";
+import { DevServer } from "./forensic-server.mjs";
+import { DIMENSIONS } from "./public-embedder.mjs";
 
-const GROUP = "forensics";
 const HEALTHY_TIMEOUT_MS = 120_000;
-const TOP_K = 12;
-const CODE_DECOYS = 9_999;
-const BLOB_KINDS = ["wrappedKeys", "pages", "rows", "atoms"];
 
 /** keysDir: the run's dev issuer (its public JWKS is `jwks`); logFile: where wrangler's output goes. */
 export async function forensicsChecks({ root, report, logFile, jwks, keysDir }) {
@@ -46,7 +61,9 @@ export async function forensicsChecks({ root, report, logFile, jwks, keysDir }) 
     await flow({ root, report, work, server, mint, adminToken });
   } finally {
     await server.stop().catch(() => {});
-    rmSync(work, { recursive: true, force: true });
+    // FORENSICS_KEEP=1 keeps the folders (state, restored copy) for a look at what was scanned.
+    if (process.env.FORENSICS_KEEP === "1") console.log(`forensics: kept ${work}`);
+    else rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -210,8 +227,6 @@ async function flow({ root, report, work, server, mint, adminToken }) {
   );
 }
 
-// ---- step bodies ----
-
 async function storeTenantData(server, token, atoms, secret) {
   const docText = documentText(secret);
   const counts = await withMcpClient(server.resource, token, async ({ call }) => {
@@ -320,381 +335,5 @@ function leakFree(answers, secret) {
     for (const value of [secret.canary, secret.code]) {
       if (answer.text.includes(value)) throw new Error(`${answer.name}: the answer holds a secret of the tenant`);
     }
-  }
-}
-
-// ---- the scan ----
-
-async function scanChecks(report, when, dir, detector) {
-  const files = walkFiles(dir);
-  const bytes = files.reduce((sum, file) => sum + file.bytes.length, 0);
-  const rel = (file, offset) => `${relative(dir, file.path)}@${offset}`;
-  await report.check(GROUP, `${when}: no canary word or code in any file (UTF-8, UTF-16, base64)`, () => {
-    const hits = secretHits(files, detector.secret).map(
-      (hit) => `${hit.what} (${hit.form}) in ${rel(hit.file, hit.offset)}`,
-    );
-    if (hits.length) throw new Error(hits.slice(0, 6).join("; "));
-    return `${files.length} files, ${(bytes / 1024).toFixed(0)} KiB (${kindsOf(files, dir)})`;
-  });
-  const runs = [];
-  await report.check(GROUP, `${when}: no unit-norm float32 run of ${DIMENSIONS} dimensions at any alignment`, () => {
-    for (const file of files) for (const run of unitFloatRuns(file.bytes, DIMENSIONS)) runs.push({ file, ...run });
-    if (runs.length)
-      throw new Error(
-        runs
-          .slice(0, 6)
-          .map((run) => `${rel(run.file, run.offset)} (|v|² ${run.norm2})`)
-          .join("; "),
-      );
-    return "none";
-  });
-  await report.check(GROUP, `${when}: no float32 or int8 copy of an atom's vector (public hash)`, () => {
-    const found = [];
-    for (const atom of detector.atoms) {
-      const vector = publicEmbed(embeddingText(atom));
-      for (const [as, data] of [
-        ["float32", vector],
-        ["int8", quantize(vector)],
-      ]) {
-        const where = locate(files, new Uint8Array(data.buffer), dir);
-        if (where) found.push(`${atom.id} ${as} at ${where}`);
-      }
-    }
-    if (found.length) throw new Error(found.join("; "));
-    return `${detector.atoms.length} atoms, float32 and int8, searched in 32-byte pieces`;
-  });
-  await report.check(
-    GROUP,
-    `${when}: dictionary inversion recovers none of the atoms' words`,
-    () => {
-      const recovered = [];
-      for (const run of runs) {
-        const vector = floatWindow(run.file.bytes, run.offset);
-        const words = new Set(detector.inverter.rank(vector, TOP_K));
-        const hit = detector.targets.flatMap((target) => target.words.filter((word) => words.has(word)));
-        if (detector.codes.rank(vector, TOP_K).includes(detector.secret.code)) hit.push("the code");
-        if (hit.length) recovered.push(`${rel(run.file, run.offset)}: ${[...new Set(hit)].length} word(s)`);
-      }
-      for (const file of files) {
-        for (const hit of detector.inverter.rawWindowRecoveries(file.bytes, detector.targets, rawOptions)) {
-          recovered.push(
-            `${rel(file, hit.offset)} as ${hit.as}: z ${hit.z}, ${hit.recovered.length} of ${hit.name}'s words`,
-          );
-        }
-      }
-      if (recovered.length) throw new Error(recovered.slice(0, 6).join("; "));
-      return `${detector.inverter.words.length} words, ${runs.length} vector-shaped runs and every raw window (int8, float32)`;
-    },
-    { timeoutMs: 180_000 },
-  );
-  return { files };
-}
-
-/** "do 12, r2 6, ..." by the folder under v3/ (Durable Object SQLite, R2 blobs and metadata, traces, caches). */
-function kindsOf(files, dir) {
-  const counts = new Map();
-  for (const file of files) {
-    const parts = relative(dir, file.path).split("/");
-    const kind = parts[0] === "v3" ? (parts[1] ?? "v3") : parts[0];
-    counts.set(kind, (counts.get(kind) ?? 0) + 1);
-  }
-  const wal = files.filter((file) => /-(wal|shm)$/.test(file.path)).length;
-  return `${[...counts].map(([kind, n]) => `${kind} ${n}`).join(", ")}; ${wal} -wal/-shm`;
-}
-
-// A raw window counts as a recovery when an atom's words together stand 8 standard errors above the dictionary
-// (see Inverter.rawWindowRecoveries: a plaintext vector of an atom scores about 15, random bytes stay below 6).
-const rawOptions = { k: TOP_K, minZ: 8 };
-// The attacker's ranking on a plaintext vector puts 5 to 10 of an atom's 13-15 words in its top 12.
-const RANKED_WORDS_MIN = 3;
-
-function secretHits(files, secret) {
-  const hits = [];
-  for (const [what, value] of [
-    ["canary", secret.canary],
-    ["code", secret.code],
-  ]) {
-    for (const { form, bytes } of needleForms(value)) {
-      for (const file of files) {
-        for (const offset of findAll(file.bytes, bytes)) {
-          // A code inside a longer run of digits (a timestamp) is a coincidence, not the atom's code.
-          if (what === "code" && !form.startsWith("base64") && digitNeighbour(file.bytes, offset, bytes.length, form))
-            continue;
-          hits.push({ what, form, file, offset });
-        }
-      }
-    }
-  }
-  return hits;
-}
-
-function digitNeighbour(bytes, offset, length, form) {
-  const unit = form === "utf-8" ? 1 : 2;
-  const at = (i) => (form === "utf-16be" ? bytes[i + 1] : bytes[i]);
-  const isDigit = (i) => i >= 0 && i + unit <= bytes.length && at(i) >= 0x30 && at(i) <= 0x39;
-  return isDigit(offset - unit) || isDigit(offset + length);
-}
-
-/** Where any 32-byte piece of `blob` occurs: "file@offset" or null. */
-function locate(files, blob, dir) {
-  const pieces = blob.byteLength <= 64 ? [{ at: 0, bytes: Buffer.from(blob) }] : chunksOf(blob, 32);
-  for (const file of files) {
-    for (const piece of pieces) {
-      const at = file.bytes.indexOf(piece.bytes);
-      if (at >= 0) return `${relative(dir, file.path)}@${at}`;
-    }
-  }
-  return null;
-}
-
-function foundIn(files, blob) {
-  const head = Buffer.from(blob.subarray(0, Math.min(32, blob.byteLength)));
-  return files.some((file) => file.bytes.indexOf(head) >= 0);
-}
-
-function floatWindow(bytes, offset) {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return Array.from({ length: DIMENSIONS }, (_, d) => view.getFloat32(offset + d * 4, true));
-}
-
-/** The detectors on a synthetic buffer: random bytes with a plaintext vector, its int8 copy and the secrets. */
-function positiveControl(detector) {
-  const atom = detector.atoms[0];
-  const vector = publicEmbed(embeddingText(atom));
-  const buffer = randomBytes(192 * 1024);
-  Buffer.from(vector.buffer).copy(buffer, 1001); // unaligned float32
-  Buffer.from(quantize(vector).buffer).copy(buffer, 40_003); // int8
-  const f32 = Buffer.from(vector.buffer); // float32 cut by a 4-byte overflow page pointer, as SQLite stores blobs
-  f32.copy(buffer, 80_000, 0, 700);
-  Buffer.from([7, 0, 0, 0]).copy(buffer, 80_700);
-  f32.copy(buffer, 80_704, 700);
-  Buffer.from(detector.secret.canary, "utf16le").copy(buffer, 120_001);
-  Buffer.from(`x${detector.secret.code}y`).copy(buffer, 130_001);
-  const file = { path: "synthetic", bytes: buffer };
-  const problems = [];
-  const secrets = secretHits([file], detector.secret).map((hit) => hit.what);
-  if (!secrets.includes("canary") || !secrets.includes("code")) problems.push(`secrets found: ${secrets}`);
-  // A window starting a value early or late overlaps 383 of the 384 values and may be the one reported.
-  const runs = unitFloatRuns(buffer, DIMENSIONS).map((run) => run.offset);
-  const near = (offset) => runs.some((at) => Math.abs(at - offset) <= 4);
-  if (!near(1001) || !near(80_000)) problems.push(`unit runs at ${runs}`);
-  const target = detector.targets[0];
-  const top = detector.inverter.rank(floatWindow(buffer, 1001), TOP_K).filter((word) => target.words.includes(word));
-  if (top.length < RANKED_WORDS_MIN) problems.push(`ranking recovered ${top.length} words`);
-  const found = detector.inverter.rawWindowRecoveries(buffer, [target], rawOptions);
-  const raw = found.map((hit) => `${hit.as}@${hit.offset}`);
-  if (!raw.includes("int8@40003") || !raw.includes("float32@1001")) problems.push(`raw windows: ${raw}`);
-  const nothing = detector.inverter.rawWindowRecoveries(randomBytes(64 * 1024), [target], rawOptions);
-  if (nothing.length) problems.push("random bytes gave a recovery");
-  if (problems.length) throw new Error(problems.join("; "));
-  const z = found.map((hit) => hit.z).join("/");
-  return `canary (UTF-16), code, 2 float32 runs (1 cut), ${top.length}/${target.words.length} words in the top ${TOP_K}, raw int8 and float32 windows recovered (z ${z}); none from random bytes`;
-}
-
-// ---- storage reading (node:sqlite, read-only, on a copy) ----
-
-/** The tenant object's wrapped keys and sealed blobs, read from a copy of its SQLite file. */
-function readTenantBlobs(dir, tenant, work) {
-  const { DatabaseSync } = loadSqlite();
-  const doRoot = join(dir, "v3", "do");
-  const classDirs = existsSync(doRoot) ? readdirSync(doRoot).filter((name) => name.includes("TenantServer")) : [];
-  const scratch = join(work, "sqlite-copy");
-  for (const classDir of classDirs) {
-    for (const name of readdirSync(join(doRoot, classDir)).filter((n) => n.endsWith(".sqlite"))) {
-      rmSync(scratch, { recursive: true, force: true });
-      mkdirSync(scratch);
-      for (const suffix of ["", "-wal", "-shm"]) {
-        const from = join(doRoot, classDir, `${name}${suffix}`);
-        if (existsSync(from)) copyFileSync(from, join(scratch, `db.sqlite${suffix}`));
-      }
-      const db = new DatabaseSync(join(scratch, "db.sqlite"), { readOnly: true });
-      try {
-        const bound = db.prepare(`SELECT value FROM tenant_meta WHERE key = 'tenant'`).get()?.value;
-        if (bound !== tenant) continue;
-        const blobs = (sql) =>
-          db
-            .prepare(sql)
-            .all()
-            .map((row) => new Uint8Array(row.blob));
-        return {
-          state: db.prepare(`SELECT value FROM tenant_meta WHERE key = 'state'`).get()?.value ?? "active",
-          file: relative(dir, join(doRoot, classDir, name)),
-          wrappedKeys: blobs(`SELECT wrapped AS blob FROM tenant_keys`),
-          pages: blobs(`SELECT sealed AS blob FROM vector_pages`),
-          rows: blobs(`SELECT sealed AS blob FROM vector_rows`),
-          atoms: blobs(`SELECT sealed AS blob FROM atoms`),
-        };
-      } finally {
-        db.close();
-      }
-    }
-  }
-  throw new Error(`no SQLite file of a TenantServer object bound to ${tenant} under ${relative(work, doRoot)}`);
-}
-
-let sqlite = null;
-function loadSqlite() {
-  return sqlite;
-}
-
-/** node:sqlite prints an ExperimentalWarning on Node 22; the e2e output stays quiet. */
-export async function preloadSqlite() {
-  const listeners = process.listeners("warning");
-  process.removeAllListeners("warning");
-  process.on("warning", (warning) => {
-    if (warning.name !== "ExperimentalWarning") for (const listener of listeners) listener(warning);
-  });
-  sqlite = await import("node:sqlite");
-}
-
-// ---- test data ----
-
-function freshSecrets() {
-  const letters = Array.from({ length: 10 }, () => String.fromCharCode(97 + randomInt(26))).join("");
-  return { canary: `zq${letters}`, code: String(randomInt(100_000, 1_000_000)) };
-}
-
-/** The attacker's dictionary: the distinct words of the project's docs (plain English and project terms). */
-function dictionaryFrom(root) {
-  const text = ["README.md", ...readdirSync(join(root, "docs")).map((name) => join("docs", name))]
-    .filter((name) => name.endsWith(".md"))
-    .map((name) => readFileSync(join(root, name), "utf8"))
-    .join("\n");
-  return [...new Set(words(text).filter((word) => /^[a-z]{3,16}$/.test(word)))].sort();
-}
-
-function atomsFor(secret, dictionary) {
-  const pick = () => dictionary[randomInt(dictionary.length)];
-  return [1, 2, 3].map((n) => {
-    const w = Array.from({ length: 9 }, pick);
-    return {
-      id: `fx-${n}`,
-      title: `${w[0]} ${secret.canary}`,
-      text: `The ${secret.canary} ${w[1]} ${w[2]} lists code ${secret.code} beside the ${w[3]} ${w[4]} and ${w[5]} ${w[6]} ${w[7]} ${w[8]}.`,
-      tags: [secret.canary, w[0]],
-      source: `${secret.canary}-notes`,
-    };
-  });
-}
-
-function documentText(secret) {
-  return [
-    `# Field notes ${secret.canary}`,
-    "",
-    `The ${secret.canary} survey recorded code ${secret.code} at the northern gate.`,
-    "",
-    `A second paragraph repeats ${secret.canary} and ${secret.code} so that extraction makes atoms of it.`,
-    "",
-  ].join("\n");
-}
-
-function embeddingText(atom) {
-  return atom.title ? `${atom.title}\n${atom.text}` : atom.text;
-}
-
-function atomWords(atom) {
-  return [...new Set(words(embeddingText(atom)).filter((word) => !/^\d+$/.test(word)))];
-}
-
-function decoyCodes(code) {
-  const out = new Set();
-  while (out.size < CODE_DECOYS) {
-    const candidate = String(randomInt(100_000, 1_000_000));
-    if (candidate !== code) out.add(candidate);
-  }
-  return [...out];
-}
-
-function randomSecret() {
-  return randomBytes(32).toString("base64");
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// ---- the server ----
-
-/** One wrangler dev at a time, on a folder chosen per start; stopped gracefully and then for sure. */
-class DevServer {
-  #handle = null;
-
-  constructor({ root, work, logFile, jwks }) {
-    this.options = { root, work, logFile, jwks };
-  }
-
-  /** One port for every start: tokens carry its URL as audience. */
-  async init() {
-    this.port = await freePort();
-    this.base = `http://127.0.0.1:${this.port}`;
-    this.resource = `${this.base}/mcp`;
-  }
-
-  async start(persistTo, epochVars) {
-    await this.stop(); // a check that failed half-way may have left the previous one running
-    const inspectorPort = await freePort([this.port]);
-    this.#handle = startWranglerDev({
-      root: this.options.root,
-      workDir: this.options.work,
-      port: this.port,
-      inspectorPort,
-      logFile: this.options.logFile,
-      persistTo,
-      vars: {
-        MCP_RESOURCE: this.resource,
-        ALLOWED_HOSTS: "127.0.0.1,localhost",
-        ALLOWED_ORIGINS: this.base,
-        AUTH_JWKS: this.options.jwks,
-        ...epochVars,
-      },
-    });
-    await waitForHealthy(this.base, this.#handle, HEALTHY_TIMEOUT_MS);
-  }
-
-  /** SIGINT to wrangler (it stops workerd), bounded waits, then the group is signalled until none of it is left. */
-  async stop() {
-    const handle = this.#handle;
-    this.#handle = null;
-    if (!handle) return;
-    signal(handle.pid, "SIGINT", false);
-    await Promise.race([handle.exited, sleep(15_000)]);
-    for (let i = 0; i < 50 && groupAlive(handle.pid); i++) await sleep(100);
-    await handle.stop(); // SIGTERM, then SIGKILL, to whatever of the group is left; deregisters it
-    for (let i = 0; i < 100 && groupAlive(handle.pid); i++) {
-      signal(handle.pid, "SIGKILL", true);
-      await sleep(100);
-    }
-    if (groupAlive(handle.pid)) throw new Error(`process group ${handle.pid} still alive`);
-  }
-
-  admin(token) {
-    return async (method, path, body) => {
-      const got = await rawHttp(`${this.base}/admin${path}`, token, {
-        method,
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      let parsed = null;
-      try {
-        parsed = JSON.parse(got.text);
-      } catch {
-        // not JSON: the text is reported
-      }
-      return { ...got, body: parsed };
-    };
-  }
-}
-
-function signal(pid, name, group) {
-  try {
-    process.kill(group ? -pid : pid, name);
-  } catch {
-    // ESRCH: already gone
-  }
-}
-
-function groupAlive(pid) {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch (error) {
-    return error.code === "EPERM";
   }
 }
