@@ -207,6 +207,10 @@ export function readTenantBlobs(dir, tenant, work) {
             .map((row) => new Uint8Array(row.blob));
         return {
           state: db.prepare(`SELECT value FROM tenant_meta WHERE key = 'state'`).get()?.value ?? "active",
+          meta: db
+            .prepare(`SELECT key FROM tenant_meta ORDER BY key`)
+            .all()
+            .map((row) => row.key),
           file: relative(dir, join(doRoot, classDir, name)),
           wrappedKeys: blobs(`SELECT wrapped AS blob FROM tenant_keys`),
           pages: blobs(`SELECT sealed AS blob FROM vector_pages`),

@@ -46,6 +46,7 @@ import { DevServer } from "./forensic-server.mjs";
 import { DIMENSIONS } from "./public-embedder.mjs";
 
 const HEALTHY_TIMEOUT_MS = 120_000;
+const TOMBSTONE_KEYS = "registered schema_version shred_receipt state tenant";
 
 /** keysDir: the run's dev issuer (its public JWKS is `jwks`); logFile: where wrangler's output goes. */
 export async function forensicsChecks({ root, report, logFile, jwks, keysDir }) {
@@ -158,7 +159,12 @@ async function flow({ root, report, work, server, mint, adminToken }) {
         }
       }
       if (left.length) throw new Error(left.slice(0, 5).join("; "));
-      return `${sealed.wrappedKeys.length + sealed.pages.length + sealed.rows.length + sealed.atoms.length} blobs searched in ${files.length} files`;
+      // The tenant's own file now holds the tombstone only (docs/crypto.md "What remains after a shred").
+      const tombstone = readTenantBlobs(dir, tenant, work);
+      const rows = BLOB_KINDS.filter((kind) => tombstone[kind].length > 0);
+      if (rows.length) throw new Error(`the tenant's file still has rows: ${rows.join(", ")}`);
+      if (tombstone.meta.join(" ") !== TOMBSTONE_KEYS) throw new Error(`tenant_meta holds ${tombstone.meta.join(" ")}`);
+      return `${sealed.wrappedKeys.length + sealed.pages.length + sealed.rows.length + sealed.atoms.length} blobs searched in ${files.length} files; the tenant's file holds the tombstone only (${TOMBSTONE_KEYS})`;
     },
   );
 
