@@ -2,8 +2,8 @@
 // folder as e2e checks, the positive control of the detectors, and the tenant's sealed blobs read from a read-only
 // copy of its SQLite file (node:sqlite).
 import { randomBytes } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
-import { join, relative } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { embeddingText } from "./forensic-data.mjs";
 import { chunksOf, findAll, needleForms, unitFloatRuns, walkFiles } from "./forensic-scan.mjs";
 import { DIMENSIONS, publicEmbed, quantize } from "./public-embedder.mjs";
@@ -126,6 +126,7 @@ function digitNeighbour(bytes, offset, length, form) {
 /** Where any 32-byte piece of `blob` occurs: "file@offset" or null. */
 export function locate(files, blob, dir) {
   const pieces = blob.byteLength <= 64 ? [{ at: 0, bytes: Buffer.from(blob) }] : chunksOf(blob, 32);
+  if (pieces.length === 0) throw new Error(`a ${blob.byteLength}-byte blob has no piece specific enough to search`);
   for (const file of files) {
     for (const piece of pieces) {
       const at = file.bytes.indexOf(piece.bytes);
@@ -180,6 +181,43 @@ export function positiveControl(detector) {
   if (problems.length) throw new Error(problems.join("; "));
   const z = found.map((hit) => hit.z).join("/");
   return `canary (UTF-16), code, 2 float32 runs (1 cut), ${top.length}/${target.words.length} words in the top ${TOP_K}, raw int8 and float32 windows recovered (z ${z}); none from random bytes`;
+}
+
+/**
+ * The detectors on a real SQLite file: an atom's text and its float32 (three copies, one likely cut by an
+ * overflow-page pointer) and int8 vectors in a blob spanning overflow pages, written and then DELETEd, so they
+ * survive only in freed pages (SQLite's default, like the platform's). Every detector must find them there.
+ */
+export function sqliteControl(detector, work) {
+  const { DatabaseSync } = loadSqlite();
+  const path = join(work, "control", "leak.sqlite");
+  mkdirSync(dirname(path), { recursive: true });
+  const atom = detector.atoms[0];
+  const vector = publicEmbed(embeddingText(atom));
+  const blob = randomBytes(24 * 1024);
+  for (const at of [2501, 6502, 10_503]) Buffer.from(vector.buffer).copy(blob, at);
+  Buffer.from(quantize(vector).buffer).copy(blob, 14_001);
+  const db = new DatabaseSync(path);
+  try {
+    db.exec(`CREATE TABLE leak (id INTEGER PRIMARY KEY, text TEXT NOT NULL, vectors BLOB NOT NULL)`);
+    db.prepare(`INSERT INTO leak (text, vectors) VALUES (?, ?)`).run(atom.text, blob);
+    db.exec(`DELETE FROM leak`);
+  } finally {
+    db.close();
+  }
+  const file = { path, bytes: readFileSync(path) };
+  const problems = [];
+  const secrets = new Set(secretHits([file], detector.secret).map((hit) => hit.what));
+  if (!secrets.has("canary") || !secrets.has("code")) problems.push(`secrets found: ${[...secrets]}`);
+  const runs = unitFloatRuns(file.bytes, DIMENSIONS);
+  if (runs.length < 2) problems.push(`${runs.length} unit-norm runs of 3 copies`);
+  const where = (data) => locate([file], new Uint8Array(data.buffer), dirname(path));
+  if (!where(vector) || !where(quantize(vector))) problems.push("exact pieces not found");
+  const recovered = detector.inverter.rawWindowRecoveries(file.bytes, [detector.targets[0]], rawOptions);
+  const as = new Set(recovered.map((hit) => hit.as));
+  if (!as.has("int8") || !as.has("float32")) problems.push(`raw-window recoveries: ${[...as]}`);
+  if (problems.length) throw new Error(problems.join("; "));
+  return `deleted row in freed pages of a ${file.bytes.length}-byte file: canary, code, ${runs.length} float32 runs, exact pieces, ${recovered.length} raw-window recoveries`;
 }
 
 /** The tenant object's wrapped keys and sealed blobs, read from a copy of its SQLite file. */

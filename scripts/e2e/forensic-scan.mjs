@@ -56,15 +56,24 @@ export function findAll(haystack, needle) {
 
 /**
  * Pieces of a stored blob to search for. A blob larger than a SQLite page sits in overflow pages, each starting
- * with a 4-byte pointer, so a long blob is searched as chunks; a chunk with too few distinct bytes (zero runs of a
- * sparse vector) would match unrelated zero-filled pages and is skipped.
+ * with a 4-byte pointer, so a long blob is searched as non-overlapping `size`-byte pieces. A piece must be
+ * specific (at least 4 distinct byte values and a quarter of its bytes non-zero): the zero runs of a sparse vector
+ * would match unrelated zero-filled pages. Pieces are taken greedily, sliding one byte past an unspecific one.
  */
-export function chunksOf(bytes, size = 32, stride = size) {
+export function chunksOf(bytes, size = 32) {
   const out = [];
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let at = 0; at + size <= buffer.length; at += stride) {
+  let at = 0;
+  while (at + size <= buffer.length) {
     const chunk = buffer.subarray(at, at + size);
-    if (new Set(chunk).size >= size / 4) out.push({ at, bytes: chunk });
+    let nonZero = 0;
+    for (const byte of chunk) if (byte !== 0) nonZero++;
+    if (nonZero >= size / 4 && new Set(chunk).size >= 4) {
+      out.push({ at, bytes: chunk });
+      at += size;
+    } else {
+      at += 1;
+    }
   }
   return out;
 }

@@ -39,6 +39,7 @@ import {
   preloadSqlite,
   readTenantBlobs,
   scanChecks,
+  sqliteControl,
 } from "./forensic-files.mjs";
 import { pollUntil, rawHttp, rawRpc, withMcpClient } from "./forensic-http.mjs";
 import { Inverter, walkFiles } from "./forensic-scan.mjs";
@@ -90,6 +91,12 @@ async function flow({ root, report, work, server, mint, adminToken }) {
     positiveControl(detector),
   );
   if (!controlled) return;
+  const inSqlite = await report.check(
+    GROUP,
+    "positive control: a deleted plaintext atom is found in a SQLite file",
+    () => sqliteControl(detector, work),
+  );
+  if (!inSqlite) return;
 
   const stored = await report.check(
     GROUP,
