@@ -250,7 +250,8 @@ export function readTenantBlobs(dir, tenant, work) {
             .all()
             .map((row) => row.key),
           file: relative(dir, join(doRoot, classDir, name)),
-          wrappedKeys: blobs(`SELECT wrapped AS blob FROM tenant_keys`),
+          // Every wrapped key the object holds, whatever its table (data keys, and any other key wrapped the same way).
+          wrappedKeys: tablesWith(db, "wrapped").flatMap((table) => blobs(`SELECT wrapped AS blob FROM "${table}"`)),
           pages: blobs(`SELECT sealed AS blob FROM vector_pages`),
           rows: blobs(`SELECT sealed AS blob FROM vector_rows`),
           atoms: blobs(`SELECT sealed AS blob FROM atoms`),
@@ -261,6 +262,20 @@ export function readTenantBlobs(dir, tenant, work) {
     }
   }
   throw new Error(`no SQLite file of a TenantServer object bound to ${tenant} under ${relative(work, doRoot)}`);
+}
+
+/** Tables of `db` that have a column named `column`. */
+function tablesWith(db, column) {
+  return db
+    .prepare(`SELECT name FROM sqlite_master WHERE type = 'table'`)
+    .all()
+    .map((row) => row.name)
+    .filter((table) =>
+      db
+        .prepare(`SELECT name FROM pragma_table_info(?)`)
+        .all(table)
+        .some((info) => info.name === column),
+    );
 }
 
 let sqlite = null;
