@@ -14,7 +14,8 @@
 //      tenant on every route, the control tenant still opens.
 //   5. Start on the copy with f2 only: nothing of the tenant opens (ERR_KEY_UNAVAILABLE), no canary in any answer.
 // The detectors (scripts/e2e/forensic-scan.mjs) first run on a synthetic buffer holding a plaintext vector of one
-// of the atoms: they must find it, which shows the scan can fail.
+// of the atoms, then on a real SQLite file where such an atom was written and deleted: they must find it, which
+// shows the scan can fail. FORENSICS_KEEP=1 keeps the folders for a look.
 import { randomBytes } from "node:crypto";
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
