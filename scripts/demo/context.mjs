@@ -22,6 +22,8 @@ export function createContext({ mode, base, identities, story, matrix, local = n
     adminToken: identities.admin,
     state: { aAtoms: null },
     versions: {},
+    /** Lines for the report's header: what was skipped or substituted, and why. */
+    notes: [],
   };
 
   ctx.admin = async (method, path, body) => {
