@@ -66,9 +66,15 @@ export function printTable(matrix, out = process.stdout) {
 
 export function writeReport(dir, { matrix, meta }) {
   mkdirSync(dir, { recursive: true });
+  const { cells: total, pass, fail, skipped } = matrix.tally();
+  const requests = matrix.cells.reduce((n, cell) => n + (cell.counts?.requests ?? 0), 0);
   const summary = {
-    ok: matrix.tally().fail === 0,
-    ...matrix.tally(),
+    ok: fail === 0,
+    total,
+    pass,
+    fail,
+    skipped,
+    requests,
     ...meta,
     steps: matrix.steps,
     cells: matrix.cells,
@@ -85,7 +91,7 @@ function markdown(s) {
   const lines = [
     "# Cross-tenant containment report",
     "",
-    `Verdict: **${s.ok ? "contained" : "LEAK OR FAILURE"}** — ${s.cells} cells: ${s.pass} pass, ${s.fail} fail, ${s.skipped} skipped.`,
+    `Verdict: **${s.ok ? "contained" : "LEAK OR FAILURE"}** — ${s.total} cells: ${s.pass} pass, ${s.fail} fail, ${s.skipped} skipped (${s.requests} requests in the attack cells).`,
     "",
     `Target: ${s.target} (${s.mode}); started ${s.startedAt}, ${(s.durationMs / 1000).toFixed(1)} s.`,
     "",
@@ -175,7 +181,7 @@ pre{white-space:pre-wrap;word-break:break-all;background:#f3f5f7;padding:8px;bor
 </style></head><body>
 <h1>Cross-tenant containment report</h1>
 <p><span class="verdict ${s.ok ? "ok" : "bad"}" id="verdict">${s.ok ? "Contained" : "Leak or failure"}</span>
-&nbsp; ${s.cells} cells: <b>${s.pass}</b> pass, <b>${s.fail}</b> fail, <b>${s.skipped}</b> skipped — ${esc(s.target)} (${esc(s.mode)}), ${esc(s.startedAt)}, ${(s.durationMs / 1000).toFixed(1)} s</p>
+&nbsp; ${s.total} cells: <b>${s.pass}</b> pass, <b>${s.fail}</b> fail, <b>${s.skipped}</b> skipped, ${s.requests} requests in the attack cells — ${esc(s.target)} (${esc(s.mode)}), ${esc(s.startedAt)}, ${(s.durationMs / 1000).toFixed(1)} s</p>
 <p>Tenant A <code>${esc(s.tenants.a)}</code>, tenant B <code>${esc(s.tenants.b)}</code>${s.tenants.control ? `, control <code>${esc(s.tenants.control)}</code>` : ""}; every cell is a real request with a real check: B's answers scanned for A's fresh canaries, A's data read back after each attack, counts from the server.</p>
 ${(s.notes ?? []).length ? `<ul>${s.notes.map((n) => `<li>${esc(n)}</li>`).join("")}</ul>` : ""}
 <h2>Channel × attack</h2>
