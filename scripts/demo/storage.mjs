@@ -58,3 +58,42 @@ export function runRecord(file) {
     db.close();
   }
 }
+
+/** The local R2 bucket's object table (miniflare keeps one SQLite file per bucket beside its blobs). */
+function bucketDatabase(persist) {
+  const [bucket, other] = r2Files(persist);
+  if (!bucket || other) throw new Error("expected exactly one local R2 bucket");
+  return open(bucket.file);
+}
+
+function r2Files(persist) {
+  const dir = join(persist, "v3", "r2", "miniflare-R2BucketObject");
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((name) => name.endsWith(".sqlite") && name !== "metadata.sqlite")
+    .map((name) => ({ id: name.slice(0, -".sqlite".length), file: join(dir, name) }));
+}
+
+/** Makes `toKey` name the same stored bytes as `fromKey` (a byte-for-byte copy of the ciphertext). */
+export function copyR2Object(persist, fromKey, toKey) {
+  const db = bucketDatabase(persist);
+  try {
+    return db
+      .prepare(
+        `INSERT INTO _mf_objects (key, blob_id, version, size, etag, uploaded, checksums, http_metadata, custom_metadata)
+         SELECT ?, blob_id, version, size, etag, uploaded, checksums, http_metadata, custom_metadata FROM _mf_objects WHERE key = ?`,
+      )
+      .run(toKey, fromKey).changes;
+  } finally {
+    db.close();
+  }
+}
+
+export function deleteR2Object(persist, key) {
+  const db = bucketDatabase(persist);
+  try {
+    db.prepare("DELETE FROM _mf_objects WHERE key = ?").run(key);
+  } finally {
+    db.close();
+  }
+}

@@ -7,7 +7,7 @@
 
 import { rmSync } from "node:fs";
 import { ERAS } from "../context.mjs";
-import { copyDatabase, objectFiles, open, runRecord, tenantFiles } from "../storage.mjs";
+import { copyDatabase, copyR2Object, deleteR2Object, objectFiles, open, runRecord, tenantFiles } from "../storage.mjs";
 import { offboard, rotationAfterShred } from "./offboarding.mjs";
 
 export async function keysAndOffboarding(ctx) {
@@ -90,6 +90,8 @@ async function storageCopies(ctx) {
   moved.vectorPages = db
     .prepare("INSERT INTO main.vector_pages SELECT ?, page, key_version, sealed FROM src.vector_pages WHERE tenant = ?")
     .run(tenants.b, tenants.a).changes;
+  const copied = copyDocument(db, local.persist, tenants, story.injectedDocument.id);
+  moved.document = copied.rows;
   db.exec("DETACH DATABASE src");
   db.close();
   const dc = open(fc.file);
@@ -120,6 +122,29 @@ async function storageCopies(ctx) {
         note: `B ${era} get_atom stolen-secret: ${answer.refused ? `refused ${answer.code}` : "answered"}`,
       };
     }),
+  ]);
+  await ctx.attacks(channel, "A's document ciphertext copied into B", "does not open in B", [
+    async () => ({
+      text: "",
+      ok: moved.document === 1 && copied.r2 === 1,
+      note: `copied: ${moved.document} document row into B's file, ${copied.r2} R2 object under B's prefix`,
+    }),
+    ...ERAS.map((era) => async () => {
+      const answer = await ctx.b.call(era, "get_document", { id: "stolen-doc" });
+      return {
+        text: answer.text,
+        ok: failsClosed(answer),
+        note: `B ${era} get_document stolen-doc: ${answer.refused ? `refused ${answer.code}` : "answered"}`,
+      };
+    }),
+    async () => {
+      const { status, text, aborted } = await streamed(ctx, "/v1/documents/stolen-doc");
+      return {
+        text,
+        ok: status >= 400 || aborted,
+        note: `B GET /v1/documents/stolen-doc: HTTP ${status}${aborted ? ", stream aborted" : ""}, ${text.length} character(s) received`,
+      };
+    },
   ]);
   await ctx.attacks(channel, "A's vector pages copied into B", "B's search opens none of A's vectors", [
     async () => ({
@@ -203,6 +228,7 @@ async function storageCopies(ctx) {
   await local.server.stop();
   copyDatabase(backups.b, fb.file);
   copyDatabase(backups.c, fc.file);
+  deleteR2Object(local.persist, copied.key);
   rmSync(backups.b, { force: true });
   rmSync(backups.c, { force: true });
   ctx.state.files = files;
@@ -238,4 +264,48 @@ async function preShredCopy(ctx) {
     },
   ]);
   return { file, copy };
+}
+
+/**
+ * A's stored document, as an attacker with storage access would move it: A's documents row into B's database (as
+ * B's "stolen-doc", same generation and key version) and A's R2 ciphertext under B's prefix, byte for byte. `db` is
+ * B's database with A's attached as `src`.
+ */
+function copyDocument(db, persist, tenants, id) {
+  const row = db
+    .prepare(
+      "SELECT generation, key_version, size, content_type, created_at, updated_at FROM src.documents WHERE tenant = ? AND id = ?",
+    )
+    .get(tenants.a, id);
+  if (!row) return { rows: 0, r2: 0, key: null };
+  const objectKey = (tenant, name) => `t/${tenant}/docs/${name}${row.generation ? `/${row.generation}` : ""}`;
+  const rows = db
+    .prepare(
+      `INSERT INTO main.documents (tenant, id, generation, key_version, size, content_type, created_at, updated_at)
+       VALUES (?, 'stolen-doc', ?, ?, ?, ?, ?, ?)`,
+    )
+    .run(
+      tenants.b,
+      row.generation,
+      row.key_version,
+      row.size,
+      row.content_type,
+      row.created_at,
+      row.updated_at,
+    ).changes;
+  const key = objectKey(tenants.b, "stolen-doc");
+  return { rows, r2: copyR2Object(persist, objectKey(tenants.a, id), key), key };
+}
+
+/** GET with B's token, reading the body to its end: a body that fails mid-stream counts as aborted. */
+async function streamed(ctx, path) {
+  const response = await fetch(new URL(path, ctx.base), {
+    headers: { authorization: `Bearer ${ctx.b.token}` },
+    signal: AbortSignal.timeout(30_000),
+  });
+  try {
+    return { status: response.status, text: await response.text(), aborted: false };
+  } catch {
+    return { status: response.status, text: "", aborted: true };
+  }
 }
