@@ -84,7 +84,13 @@ async function localTarget() {
   return {
     base,
     identities,
-    local: { server: state.server, downstream: state.downstream, persist: join(state.workDir, "state"), epochs },
+    local: {
+      server: state.server,
+      downstream: state.downstream,
+      persist: join(state.workDir, "state"),
+      epochs,
+      logFile: state.logFile,
+    },
   };
 }
 

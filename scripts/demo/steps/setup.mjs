@@ -1,5 +1,6 @@
 // Step 1: A stores a sensitive atom (the canary) and a poisoned atom, uploads an injected document; B stores its
 // own atoms; both eras of client are connected for every caller, and whoami names the token's tenant and subject.
+import { readFileSync } from "node:fs";
 import { leaks } from "../cells.mjs";
 import { ERAS } from "../context.mjs";
 
@@ -29,6 +30,14 @@ export async function setup(ctx) {
       };
     },
   );
+
+  if (ctx.local) {
+    await matrix.cell("setup", "the project's .dev.vars is not read", "only the demo's own settings", async () => {
+      const log = readFileSync(ctx.local.logFile, "utf8");
+      const read = /\.dev\.vars/.test(log);
+      return { ok: !read, observed: read ? "wrangler loaded .dev.vars" : "no .dev.vars in the server log" };
+    });
+  }
 
   await matrix.cell("setup", "A stores a canary atom and a poisoned atom", "both read back in A", async () => {
     const added = await ctx.a.ok("modern", "add_atoms", { atoms: story.aAtoms });

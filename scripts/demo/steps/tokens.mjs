@@ -18,6 +18,12 @@ const CLIENT_HEADERS = {
   "proxy-authorization": "Basic Y2xpZW50OnByb3h5",
 };
 
+/** Whether any claim value names another tenant or the inbound audience (an exchanged token is for A and its target only). */
+function mentionsOther(claims, others) {
+  const text = JSON.stringify(claims);
+  return others.filter(Boolean).some((other) => text.includes(`"${other}"`));
+}
+
 /** Every string of the inbound credentials that must never be seen downstream. */
 function secretsOf(token) {
   const parts = token.split(".");
@@ -135,6 +141,8 @@ export async function tokens(ctx) {
       claims.tenant_id === tenants.a &&
       claims.aud === DOWNSTREAM_AUDIENCE &&
       claims.sub === ctx.a.subject &&
+      claims.scope === "docs.read" &&
+      !mentionsOther(claims, [tenants.b, tenants.control, `${ctx.base}/mcp`]) &&
       carries === 0;
     return {
       ok,
