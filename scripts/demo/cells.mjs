@@ -20,7 +20,7 @@ export class Matrix {
     const step = { number, channel, title, started: Date.now(), ms: 0, cells: 0 };
     this.#step = step;
     this.steps.push(step);
-    this.#live(`step ${number} ${title}: running`);
+    this.#live(`step ${number} ${title}: starting`);
     try {
       await fn();
     } catch (error) {
@@ -101,8 +101,13 @@ export class Matrix {
     this.#done(message);
   }
 
+  /** Terminal only: one line rewritten in place, with the run's elapsed time and the cells done so far. */
   #live(message) {
-    if (this.#tty) this.#out.write(`\r\x1b[2K${message.slice(0, (this.#out.columns ?? 100) - 1)}`);
+    if (!this.#tty) return;
+    const width = this.#out.columns > 20 ? this.#out.columns - 1 : 119;
+    const elapsed = ((Date.now() - this.started) / 1000).toFixed(1);
+    const line = `[${elapsed} s, ${this.cells.length} cells] ${message}`;
+    this.#out.write(`\r\x1b[2K${line.slice(0, width)}`);
   }
 
   #done(message) {
