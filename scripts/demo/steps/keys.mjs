@@ -5,6 +5,7 @@
 // key epoch rotation (checked by the server and offline with the current master secret). Against a deployment,
 // the storage parts are skipped (no file access) and the probe tenants are offboarded at the end.
 
+import { createHash } from "node:crypto";
 import { rmSync } from "node:fs";
 import { ERAS } from "../context.mjs";
 import { copyDatabase, copyR2Object, deleteR2Object, objectFiles, open, runRecord, tenantFiles } from "../storage.mjs";
@@ -76,6 +77,12 @@ async function storageCopies(ctx) {
     db.close();
   }
   const records = runObjects.map(({ id, file }) => ({ id, record: runRecord(file) }));
+  const cacheRows = {};
+  for (const [tenant, f] of Object.entries(files)) {
+    const db = open(f.file);
+    cacheRows[tenant] = db.prepare("SELECT tenant, model, content_hash FROM embedding_cache").all();
+    db.close();
+  }
 
   const db = open(fb.file);
   db.exec(`ATTACH DATABASE '${fa.file.replace(/'/g, "''")}' AS src`);
@@ -232,6 +239,8 @@ async function storageCopies(ctx) {
       },
     );
 
+  await cacheKeys(ctx, cacheRows);
+
   await local.server.stop();
   copyDatabase(backups.b, fb.file);
   copyDatabase(backups.c, fc.file);
@@ -321,4 +330,32 @@ async function streamed(ctx, path) {
   } catch {
     return { status: response.status, text: "", aborted: true };
   }
+}
+
+/**
+ * The embedding cache's own storage: in every tenant object's file, every cache row is keyed by that object's
+ * tenant; the text both A and B embedded in step 5 has one entry in A's file and another in B's, none shared.
+ */
+async function cacheKeys(ctx, cacheRows) {
+  const { tenants, story } = ctx;
+  await ctx.matrix.cell("caches", "embedding cache keys in storage", "every row keyed by its own tenant", async () => {
+    const foreign = Object.entries(cacheRows).flatMap(([tenant, rows]) => rows.filter((row) => row.tenant !== tenant));
+    const hash = createHash("sha256").update(story.sameText, "utf8").digest("hex");
+    const holders = Object.entries(cacheRows)
+      .filter(([, rows]) => rows.some((row) => row.content_hash === hash))
+      .map(([tenant]) => tenant);
+    const played = ctx.state.cachePlayed === true;
+    const sharedSeparately =
+      !played || (holders.length === 2 && holders.includes(tenants.a) && holders.includes(tenants.b));
+    const total = Object.values(cacheRows).reduce((n, rows) => n + rows.length, 0);
+    return {
+      ok: foreign.length === 0 && sharedSeparately,
+      observed: `${total} cache row(s) in ${Object.keys(cacheRows).length} tenant file(s), ${foreign.length} keyed by another tenant${played ? `; the shared text is cached in ${holders.length} file(s), each under its own tenant` : ""}`,
+      counts: { rows: total, foreign: foreign.length, ...(played ? { sharedTextEntries: holders.length } : {}) },
+      evidence: Object.entries(cacheRows).map(
+        ([tenant, rows]) =>
+          `${tenant}: ${rows.length} row(s), tenants ${JSON.stringify([...new Set(rows.map((r) => r.tenant))])}, models ${JSON.stringify([...new Set(rows.map((r) => r.model))])}`,
+      ),
+    };
+  });
 }
