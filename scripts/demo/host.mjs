@@ -35,8 +35,12 @@ async function outbound(request) {
 const worker = await unstable_startWorker({
   config: join(options.root, options.config ?? "wrangler.toml"),
   envFiles: [emptyEnv],
+  // Master key secrets are bound as secrets, so wrangler never prints their values (its binding table is logged).
   bindings: Object.fromEntries(
-    Object.entries(options.vars ?? {}).map(([name, value]) => [name, { type: "plain_text", value }]),
+    Object.entries(options.vars ?? {}).map(([name, value]) => [
+      name,
+      { type: /^MASTER_KEY_(?!EPOCH$)/.test(name) ? "secret_text" : "plain_text", value },
+    ]),
   ),
   dev: {
     server: { hostname: "127.0.0.1", port: options.port },
