@@ -55,7 +55,7 @@ export async function vectorIndex(ctx) {
   await ctx.attacks(
     channel,
     "tenant and namespace keys in the filter",
-    "refused (ERR_INVALID_PARAMS)",
+    "refused (ERR_INVALID_PARAMS or input validation)",
     SCOPE_KEYS.flatMap((key) =>
       [A, "*", { $ne: tenants.b }].flatMap((value) =>
         search({ query: story.canary, filter: { [key]: value } }, "refused"),
@@ -67,7 +67,7 @@ export async function vectorIndex(ctx) {
   await ctx.attacks(
     channel,
     "filter operators",
-    "refused (ERR_INVALID_PARAMS)",
+    "refused (ERR_INVALID_PARAMS or input validation)",
     ["$ne", "$in", "$nin", "$or", "$and"].flatMap((op) => [
       ...search({ query: story.canary, filter: { [op]: operand(op) } }, "refused"),
       ...search({ query: story.canary, filter: { tags: { [op]: operand(op) } } }, "refused"),
@@ -77,7 +77,7 @@ export async function vectorIndex(ctx) {
   await ctx.attacks(
     channel,
     "look-alike filter keys",
-    "refused (ERR_INVALID_PARAMS)",
+    "refused (ERR_INVALID_PARAMS or input validation)",
     LOOK_ALIKES.flatMap((key) =>
       search(
         { query: story.canary, filter: { [key]: key.includes("s") && !key.includes("t") ? "hr-vault" : ["secret"] } },
@@ -92,6 +92,21 @@ export async function vectorIndex(ctx) {
     ["tenant", "tenant_id", "namespace", "index"].flatMap((key) =>
       search({ query: story.canary, [key]: A }, "refused"),
     ),
+  );
+  const many = (n, width = 8) => Array.from({ length: n }, (_, i) => `t${String(i).padStart(width, "0")}`);
+  await ctx.attacks(
+    channel,
+    "oversized and deeply nested filters",
+    "refused (ERR_INVALID_PARAMS or input validation)",
+    [
+      { tags: many(17) },
+      { tags: many(1000) },
+      { tags: { any: many(16, 150) } },
+      { source: { in: many(17) } },
+      { source: "s".repeat(3000) },
+      Object.fromEntries(many(200).map((key) => [key, 1])),
+      { tags: { any: JSON.parse(`${"[".repeat(1500)}${"]".repeat(1500)}`) } },
+    ].flatMap((filter) => search({ query: story.canary, filter }, "refused")),
   );
   await ctx.attacks(channel, "__proto__ in the filter", "refused or empty", [
     ...ERAS.map((era) => async () => {
