@@ -18,7 +18,13 @@ export const LOCAL_DIMENSIONS = 384;
 export class LocalHashEmbedder implements Embedder {
   readonly model = LOCAL_EMBEDDER_MODEL;
   readonly dimensions = LOCAL_DIMENSIONS;
-  readonly cacheable = false;
+  readonly cacheable: boolean;
+
+  /** `cacheable: true` (EMBEDDER=local-cached) sends the local embedder through the embedding cache, as a remote
+   * model would be: the cache path can then be exercised and observed without Workers AI (the demo does). */
+  constructor({ cacheable = false }: { cacheable?: boolean } = {}) {
+    this.cacheable = cacheable;
+  }
 
   async embed(texts: readonly string[]): Promise<Float32Array[]> {
     return texts.map((text) => hashEmbed(text, this.dimensions));

@@ -39,6 +39,7 @@ export function placementFor(env: Env, tenant: string): Placement {
 
 export function embedderFor(env: Env): Embedder {
   if ((env.EMBEDDER ?? "local") === "local") return new LocalHashEmbedder();
+  if (env.EMBEDDER === "local-cached") return new LocalHashEmbedder({ cacheable: true });
   if (env.EMBEDDER === "workers-ai") {
     if (!env.AI) throw new KbError("ERR_CONFIG", "EMBEDDER=workers-ai needs the AI binding");
     return new WorkersAiEmbedder(
@@ -47,7 +48,7 @@ export function embedderFor(env: Env): Embedder {
       Number(env.AI_DIMENSIONS || LOCAL_DIMENSIONS),
     );
   }
-  throw new KbError("ERR_CONFIG", "EMBEDDER must be local or workers-ai");
+  throw new KbError("ERR_CONFIG", "EMBEDDER must be local, local-cached or workers-ai");
 }
 
 function isVectorize(value: unknown): value is VectorizeLike {
