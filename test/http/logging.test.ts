@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { signRawToken } from "../helpers/http";
 import { initializeBody, mcpFetch, rpcResult } from "../helpers/mcp-http";
-import { mintToken } from "../helpers/tokens";
+import { mintToken, RESOURCE } from "../helpers/tokens";
 
 type LogLine = Record<string, unknown>;
 
@@ -146,13 +146,15 @@ describe("structured request logs", () => {
     expectRefusedAndLogged(ex, "ERR_TOKEN_EXPIRED");
   });
 
-  it("logs a wrong-audience token as ERR_TOKEN_CLAIMS without telling the client", async () => {
+  it("logs a wrong-audience token as ERR_TOKEN_WRONG_AUDIENCE; the client is told only the expected audience", async () => {
     const token = await signRawToken({ tenant_id: "log-aud", aud: "https://other.test/mcp", scope: "mcp" });
     const ex = await exchange(() => mcpFetch({ method: "POST", token, body: initializeBody() }));
     expectWellFormed(ex);
     expectNoSecret(ex, token);
-    expectRefusedAndLogged(ex, "ERR_TOKEN_CLAIMS");
-    expect(ex.body).not.toContain("aud");
+    expectRefusedAndLogged(ex, "ERR_TOKEN_WRONG_AUDIENCE");
+    // The public resource URL, never the token's own claim values.
+    expect(ex.body).toContain(RESOURCE);
+    expect(ex.body).not.toContain("other.test");
   });
 
   it("logs a token in the query string as ERR_TOKEN_IN_QUERY, without logging the query", async () => {
