@@ -3,13 +3,14 @@ import { routePath } from "hono/route";
 import { registerAdminRoutes } from "../admin/admin-api";
 import type { Identity } from "../auth/identity";
 import { hasScopes } from "../auth/identity";
-import { keyResolver } from "../auth/keys";
 import { protectedResourceMetadata } from "../auth/resource-metadata";
-import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
+import { bearerFromRequest } from "../auth/verify-token";
 import { type Config, loadConfig, MCP_PATH } from "../config";
 import { InsufficientScopeError, KbError, toKbError } from "../errors";
 import { registerTokenRoutes } from "../exchange/token-route";
 import { log } from "../log";
+import { registerOAuthRoutes } from "../oauth/authorize-route";
+import { verifyBearer } from "../oauth/verify-bearer";
 import { tenantStub } from "../tenant/route";
 import { type AppEnv, requireConfig } from "./context";
 import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH } from "./error-response";
@@ -155,6 +156,7 @@ export function createApp(): Hono<AppEnv> {
   });
 
   registerTokenRoutes(app);
+  registerOAuthRoutes(app);
   registerAdminRoutes(app);
 
   app.notFound((c) =>
@@ -189,7 +191,7 @@ function applyCors(request: Request, headers: Headers, config: Config | null): v
 async function authenticate(c: Context<AppEnv>, config: Config): Promise<Identity> {
   const request = c.req.raw;
   c.set("tokenSent", request.headers.has("authorization") || new URL(request.url).searchParams.has("access_token"));
-  const identity = await verifyAccessToken(bearerFromRequest(request), config, keyResolver(config));
+  const identity = await verifyBearer(bearerFromRequest(request), config, c.env);
   c.set("identity", identity);
   if (hasScopes(identity, config.requiredScopes).length) throw new InsufficientScopeError(config.requiredScopes);
   return identity;
