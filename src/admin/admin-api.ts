@@ -8,6 +8,7 @@ import { forgetCachedJwks } from "../exchange/token-route";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
 import { log } from "../log";
+import { revokeTenantGrants } from "../oauth/tenant-grants";
 import { parseRevocation } from "../tenant/revocations";
 
 /**
@@ -46,8 +47,11 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
       throw new KbError("ERR_BAD_REQUEST", 'confirm by sending {"confirm": "<tenant>"}');
     }
     const receipt = await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject);
+    // The tenant's grants and tokens of the built-in authorization server go with it (the registry already says
+    // "offboarding", so a concurrent authorization or refresh is refused too; this call is idempotent).
+    const oauthGrants = await revokeTenantGrants(c.env, requireConfig(c.var.config), tenant);
     log("warn", { event: "admin.offboard", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
-    return json(c, { receipt }, 202);
+    return json(c, { receipt, oauthGrants }, 202);
   });
 
   app.post("/admin/tenants/:tenant/rotate", async (c) => {

@@ -67,6 +67,7 @@ export function createApp(): Hono<AppEnv> {
       requestId: c.var.requestId,
       config: c.var.config ?? null,
       tokenSent: c.var.tokenSent ?? false,
+      heldScopes: c.var.identity?.scopes ?? [],
     });
   });
 
