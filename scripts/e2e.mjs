@@ -2,7 +2,8 @@
 // End-to-end test over real HTTP (`npm run test:e2e`; CI runs it on a fresh machine). It starts `wrangler dev` on a
 // free loopback port with a throwaway dev issuer key, drives real MCP clients for two tenants (v2 client pinned to
 // 2026-07-28, v1 SDK client on 2025-11-25 sessions), probes the session boundary, and runs the MCP conformance
-// runner through an auth-adding proxy. Every process it starts is stopped, also on failure, timeout and signals.
+// runner through an auth-adding proxy, then signs in by OAuth with the SDK's own OAuth client against the built-in
+// authorization server (scripts/e2e/oauth.mjs). `--only oauth` runs just that group. Every process it starts is stopped, also on failure, timeout and signals.
 // Output: a summary ending in the line `N passed, M failed`, .e2e/summary.json, logs under .e2e/; exit 0 only if
 // every check passed.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { ensureDevKeys } from "./dev-keys.mjs";
 import { expectStatus, legacyClientFlow, modernClientFlow, postWithSession } from "./e2e/clients.mjs";
 import { listServerScenarios, planScenarios, runScenario, verdict } from "./e2e/conformance.mjs";
+import { oauthChecks, startMetadataDocumentServer } from "./e2e/oauth.mjs";
 import { freePort } from "./e2e/ports.mjs";
 import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
 import { startAuthProxy } from "./e2e/proxy.mjs";
@@ -27,7 +29,8 @@ const HEALTHY_TIMEOUT_MS = 120_000; // first start on a fresh machine bundles wi
 const SCENARIO_TIMEOUT_MS = 60_000;
 
 const report = new Report();
-const state = { workDir: null, proxy: null, meta: {} };
+const state = { workDir: null, proxy: null, metadataDocument: null, meta: {} };
+const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : null;
 
 async function main() {
   rmSync(wranglerLog, { force: true });
@@ -48,6 +51,8 @@ async function main() {
   state.proxy = await startAuthProxy({ upstreamPort: port, token: await mint("e2e-conf", "conformance") });
   const proxyOrigin = `http://127.0.0.1:${state.proxy.port}`;
   state.meta = { server: resource, conformanceProxy: `${proxyOrigin}/mcp`, logs: ".e2e/" };
+  // The metadata-document client's "website": its document on loopback, reached through the dev-only allowance.
+  state.metadataDocument = await startMetadataDocumentServer("http://127.0.0.1:1/callback");
 
   const wrangler = startWranglerDev({
     root,
@@ -65,6 +70,8 @@ async function main() {
       // A throwaway master key epoch for this run only.
       MASTER_KEY_EPOCH: "e2e1",
       MASTER_KEY_E2E1: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
+      // Dev only (refused in production): the CIMD client's https origin is served from loopback (docs/auth.md).
+      OAUTH_DEV_METADATA_ORIGINS: `${new URL(state.metadataDocument.clientId).origin}=${state.metadataDocument.origin}`,
     },
   });
   const healthy = await report.check(
@@ -82,8 +89,11 @@ async function main() {
     return "only the empty --env-file and --var overrides";
   });
 
-  const capabilities = await clientChecks(resource, mint);
-  await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
+  if (only !== "oauth") {
+    const capabilities = await clientChecks(resource, mint);
+    await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
+  }
+  await oauthChecks({ report, base, url: resource, metadataDocument: state.metadataDocument });
 }
 
 /** Both client generations for two tenants, then the session boundary. Returns the server's capabilities. */
@@ -166,6 +176,7 @@ async function finish(code) {
   finishing = true;
   report.close(); // work still in flight when the time limit hits must not change the verdict being reported
   await state.proxy?.close().catch(() => {});
+  await state.metadataDocument?.close().catch(() => {});
   await stopAll();
   if (report.counts().failed > 0 || code !== 0) {
     console.log(`\n---- wrangler dev log (tail of ${wranglerLog}) ----\n${tail(wranglerLog)}`);

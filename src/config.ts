@@ -245,6 +245,11 @@ export interface OAuthServerConfig {
   readonly clientTtlS: number;
   /** The dev sign-in page (choose tenant and subject). Never true in production. */
   readonly devSignIn: boolean;
+  /**
+   * Dev only (never in production): Client ID Metadata Documents of these https origins are fetched from the mapped
+   * loopback origin instead (e2e: the test serves its client's document on loopback). Empty in production.
+   */
+  readonly devMetadataOrigins: ReadonlyMap<string, string>;
 }
 
 /**
@@ -261,6 +266,25 @@ function oauthServer(env: Env, production: boolean, origin: string): OAuthServer
   const devSignIn = onOff(env.OAUTH_DEV_SIGN_IN, !production, "OAUTH_DEV_SIGN_IN");
   if (production && devSignIn) throw new KbError("ERR_CONFIG", "OAUTH_DEV_SIGN_IN cannot be on in production");
   if (!onOff(env.OAUTH_SERVER, !production, "OAUTH_SERVER")) return null;
+  const devMetadataOrigins = new Map<string, string>();
+  for (const pair of list(env.OAUTH_DEV_METADATA_ORIGINS)) {
+    const [from, to] = pair.split("=");
+    const fromUrl = URL.canParse(from ?? "") ? new URL(from ?? "") : null;
+    const toUrl = URL.canParse(to ?? "") ? new URL(to ?? "") : null;
+    if (
+      production ||
+      !fromUrl ||
+      !toUrl ||
+      fromUrl.protocol !== "https:" ||
+      !/^(127\.0\.0\.1|localhost|\[::1\])$/.test(toUrl.hostname)
+    ) {
+      throw new KbError(
+        "ERR_CONFIG",
+        "OAUTH_DEV_METADATA_ORIGINS: https-origin=http://127.0.0.1:port pairs, outside production only",
+      );
+    }
+    devMetadataOrigins.set(fromUrl.origin, toUrl.origin);
+  }
   return {
     issuer: origin,
     accessTokenTtlS: intInRange(env.OAUTH_ACCESS_TOKEN_TTL_S, 3600, 60, 86_400, "OAUTH_ACCESS_TOKEN_TTL_S"),
@@ -273,5 +297,6 @@ function oauthServer(env: Env, production: boolean, origin: string): OAuthServer
     ),
     clientTtlS: intInRange(env.OAUTH_CLIENT_TTL_S, 30 * 86_400, 3600, 365 * 86_400, "OAUTH_CLIENT_TTL_S"),
     devSignIn,
+    devMetadataOrigins,
   };
 }

@@ -61,6 +61,7 @@ export interface Env {
   readonly OAUTH_ACCESS_TOKEN_TTL_S?: string;
   readonly OAUTH_REFRESH_TOKEN_TTL_S?: string;
   readonly OAUTH_CLIENT_TTL_S?: string;
+  readonly OAUTH_DEV_METADATA_ORIGINS?: string;
   /** Bounds dynamic client registration (a flood of registrations), wrangler.toml `[[ratelimits]]`. */
   readonly OAUTH_REGISTRATION_LIMITER?: RateLimit;
 }

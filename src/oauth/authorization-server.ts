@@ -24,7 +24,7 @@ const MAX_SERVERS = 4;
 
 export function authorizationServer(config: Config): OAuthAuthorizationServer<Env> {
   const oauth = requireOAuth(config);
-  const key = JSON.stringify([config.resource, config.scopesSupported, oauth]);
+  const key = JSON.stringify([config.resource, config.scopesSupported, oauth, [...oauth.devMetadataOrigins]]);
   const cached = servers.get(key);
   if (cached) return cached;
   const server = new OAuthAuthorizationServer<Env>({

@@ -14,6 +14,7 @@ import {
   authorizationServer,
   REGISTER_PATH,
 } from "./authorization-server";
+import { installDevMetadataOrigins } from "./dev-metadata-origins";
 import { type GrantProps, grantUserId } from "./grant-user";
 import { consentPage, devSignInPage, pageResponse, refusalPage } from "./pages";
 import { tenantAcceptsGrants } from "./tenant-state";
@@ -38,7 +39,8 @@ export function registerOAuthRoutes(app: Hono<AppEnv>): void {
   const library = async (c: Context<AppEnv>) => {
     const config = oauthConfig(c);
     // Hono's ExecutionContext is the platform's; only the type declarations differ.
-    return authorizationServer(config).fetch(c.req.raw, c.env, c.executionCtx as unknown as ExecutionContext);
+    const ctx = c.executionCtx as unknown as ExecutionContext;
+    return authorizationServer(config).fetch(c.req.raw, c.env, ctx);
   };
   app.on(["GET", "HEAD", "OPTIONS"], AS_METADATA_PATH, library);
   app.on(["POST", "OPTIONS"], AS_TOKEN_PATH, library);
@@ -69,6 +71,7 @@ export function registerOAuthRoutes(app: Hono<AppEnv>): void {
 function oauthConfig(c: Context<AppEnv>): Config {
   const config = requireConfig(c.var.config);
   if (!config.oauth) throw new KbError("ERR_NOT_FOUND", "No such route.");
+  installDevMetadataOrigins(config.oauth.devMetadataOrigins);
   return config;
 }
 
