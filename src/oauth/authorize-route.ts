@@ -155,7 +155,7 @@ async function decide(c: Context<AppEnv>, form: URLSearchParams): Promise<Respon
   const props: GrantProps = { tenant: who.tenant, subject: who.subject };
   const { redirectTo } = await oauth.completeAuthorization({
     request: approved.request,
-    userId: grantUserId(who.tenant, who.subject),
+    userId: await grantUserId(who.tenant, who.subject),
     metadata: { tenant: who.tenant },
     scope: approved.request.scope,
     props,

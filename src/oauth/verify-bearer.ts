@@ -20,5 +20,5 @@ export async function verifyBearer(token: string, config: Config, env: Env): Pro
   const validated = await authorizationServer(config).validateToken(config.resource, token, env);
   if (!validated) throw new KbError("ERR_TOKEN_EXPIRED", "unknown, revoked or expired access token");
   const grantId = token.split(":")[1] ?? "";
-  return identityFromGrantToken(validated, config, grantId);
+  return await identityFromGrantToken(validated, config, grantId);
 }
