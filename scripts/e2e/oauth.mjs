@@ -5,6 +5,7 @@
 // token, MCP calls, refresh rotation, revocation and step-up. The only hand-written part is the "browser".
 import { createServer } from "node:http";
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
+import { chromiumBrowser, findChromium } from "./browser.mjs";
 
 const MAX_BROWSER_HOPS = 5;
 
@@ -318,6 +319,45 @@ export async function oauthChecks({ report, base, url, metadataDocument }) {
     return "200 before, 401 after";
   });
   await session?.client.close().catch(() => {});
+
+  const executablePath = findChromium();
+  if (!executablePath) {
+    report.skip(
+      group,
+      "headless Chromium sign-in",
+      "no Chromium installed (apt-get install chromium; or CHROMIUM_PATH)",
+    );
+  } else {
+    await report.check(
+      group,
+      "headless Chromium (DevTools protocol) completes sign-in and consent",
+      async () => {
+        const chromium = await chromiumBrowser({
+          executablePath,
+          tenant: "e2e-oauth-c",
+          subject: "carol",
+          redirectUrl,
+        });
+        try {
+          const viaBrowser = new E2EProvider({
+            redirectUrl,
+            clientName: "E2E Browser Client",
+            browser: chromium.signIn,
+          });
+          const own = await connectWithAuth(url, viaBrowser);
+          const me = await whoami(own.client);
+          await own.client.close();
+          if (me.tenant !== "e2e-oauth-c" || me.subject !== "carol") fail(`whoami = ${JSON.stringify(me)}`);
+          if (chromium.seen.consentTenant !== "e2e-oauth-c")
+            fail(`consent showed tenant ${chromium.seen.consentTenant}`);
+          return `${executablePath}: consent "${chromium.seen.clientName}", whoami = e2e-oauth-c/carol`;
+        } finally {
+          await chromium.close().catch(() => {});
+        }
+      },
+      { timeoutMs: 90_000 },
+    );
+  }
 
   if (!metadataDocument) {
     report.skip(group, "metadata-document client", "no loopback document server");

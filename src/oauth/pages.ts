@@ -82,7 +82,9 @@ export function pageResponse(html: string, status = 200, headers?: Headers): Res
   out.set("cache-control", "no-store");
   out.set("x-content-type-options", "nosniff");
   out.set("x-frame-options", "DENY");
-  out.set("referrer-policy", "no-referrer");
+  // same-origin: the redirect to the client carries no Referer, and our own form posts keep a real Origin
+  // (under no-referrer, Chromium sends `Origin: null`, which the form check refuses).
+  out.set("referrer-policy", "same-origin");
   out.set(
     "content-security-policy",
     "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
