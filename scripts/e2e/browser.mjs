@@ -44,7 +44,7 @@ export async function chromiumBrowser({ executablePath, tenant, subject, redirec
       ]);
       const consent = await page.$("[data-tenant]");
       if (!consent) {
-        const text = await page.evaluate(() => document.body?.innerText ?? "");
+        const text = await page.evaluate(() => document.body?.textContent ?? "");
         throw new Error(`no consent page after sign-in (${page.url()}): ${text.slice(0, 300)}`);
       }
       seen.consentTenant = await page.$eval("[data-tenant]", (node) => node.textContent);
