@@ -250,6 +250,18 @@ export interface OAuthServerConfig {
    * loopback origin instead (e2e: the test serves its client's document on loopback). Empty in production.
    */
   readonly devMetadataOrigins: ReadonlyMap<string, string>;
+  /** Sign-in through the operator's OpenID Connect provider (src/oauth/upstream-oidc.ts), or null. */
+  readonly upstream: UpstreamOidcConfig | null;
+}
+
+export interface UpstreamOidcConfig {
+  readonly issuer: string;
+  readonly clientId: string;
+  /** Client secret (a Worker secret), or null for a public client (PKCE only). */
+  readonly clientSecret: string | null;
+  /** Claim holding the tenant id (dotted path), or null: the tenant comes from the verified email's domain mapping. */
+  readonly tenantClaim: readonly string[] | null;
+  readonly scopes: string;
 }
 
 /**
@@ -298,5 +310,27 @@ function oauthServer(env: Env, production: boolean, origin: string): OAuthServer
     clientTtlS: intInRange(env.OAUTH_CLIENT_TTL_S, 30 * 86_400, 3600, 365 * 86_400, "OAUTH_CLIENT_TTL_S"),
     devSignIn,
     devMetadataOrigins,
+    upstream: upstreamOidc(env, production),
+  };
+}
+
+/** OAUTH_UPSTREAM_ISSUER, _CLIENT_ID, _CLIENT_SECRET (secret), _TENANT_CLAIM, _SCOPES (default "openid email"). */
+function upstreamOidc(env: Env, production: boolean): UpstreamOidcConfig | null {
+  if (!env.OAUTH_UPSTREAM_ISSUER) return null;
+  if (!httpsUrl(production).safeParse(env.OAUTH_UPSTREAM_ISSUER).success || !env.OAUTH_UPSTREAM_CLIENT_ID) {
+    throw new KbError("ERR_CONFIG", "OAUTH_UPSTREAM_ISSUER must be an https URL and needs OAUTH_UPSTREAM_CLIENT_ID");
+  }
+  const tenantClaim = env.OAUTH_UPSTREAM_TENANT_CLAIM ? env.OAUTH_UPSTREAM_TENANT_CLAIM.split(".") : null;
+  if (tenantClaim && (tenantClaim.length > 5 || tenantClaim.some((part) => !/^[A-Za-z0-9_:/-]{1,64}$/.test(part)))) {
+    throw new KbError("ERR_CONFIG", "OAUTH_UPSTREAM_TENANT_CLAIM must be a claim name or a dotted path");
+  }
+  const scopes = list(env.OAUTH_UPSTREAM_SCOPES || "openid email");
+  if (!scopes.includes("openid")) throw new KbError("ERR_CONFIG", "OAUTH_UPSTREAM_SCOPES must include openid");
+  return {
+    issuer: env.OAUTH_UPSTREAM_ISSUER,
+    clientId: env.OAUTH_UPSTREAM_CLIENT_ID,
+    clientSecret: env.OAUTH_UPSTREAM_CLIENT_SECRET || null,
+    tenantClaim,
+    scopes: scopes.join(" "),
   };
 }

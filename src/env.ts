@@ -62,6 +62,11 @@ export interface Env {
   readonly OAUTH_REFRESH_TOKEN_TTL_S?: string;
   readonly OAUTH_CLIENT_TTL_S?: string;
   readonly OAUTH_DEV_METADATA_ORIGINS?: string;
+  readonly OAUTH_UPSTREAM_ISSUER?: string;
+  readonly OAUTH_UPSTREAM_CLIENT_ID?: string;
+  readonly OAUTH_UPSTREAM_CLIENT_SECRET?: string;
+  readonly OAUTH_UPSTREAM_TENANT_CLAIM?: string;
+  readonly OAUTH_UPSTREAM_SCOPES?: string;
   /** Bounds dynamic client registration (a flood of registrations), wrangler.toml `[[ratelimits]]`. */
   readonly OAUTH_REGISTRATION_LIMITER?: RateLimit;
 }

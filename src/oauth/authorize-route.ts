@@ -16,8 +16,9 @@ import {
 } from "./authorization-server";
 import { installDevMetadataOrigins } from "./dev-metadata-origins";
 import { type GrantProps, grantUserId } from "./grant-user";
-import { consentPage, devSignInPage, pageResponse, refusalPage } from "./pages";
+import { consentPage, pageResponse, refusalPage, signInPage } from "./pages";
 import { tenantAcceptsGrants } from "./tenant-state";
+import { finishUpstream, startUpstream, UPSTREAM_CALLBACK_PATH, UPSTREAM_START_PATH } from "./upstream-route";
 
 const MAX_FORM_BYTES = 8192;
 /** How long a sign-in waits for its consent decision (the library's consent handle lives ten minutes too). */
@@ -60,6 +61,26 @@ export function registerOAuthRoutes(app: Hono<AppEnv>): void {
   });
 
   app.get(AUTHORIZE_PATH, (c) => authorizePage(c, () => showSignIn(c)));
+  app.get(UPSTREAM_START_PATH, (c) => authorizePage(c, () => startUpstream(c, helpers(c), oauthConfig(c))));
+  app.get(UPSTREAM_CALLBACK_PATH, (c) =>
+    authorizePage(c, async () => {
+      const config = oauthConfig(c);
+      const oauth = helpers(c);
+      const outcome = await finishUpstream(c, oauth, config);
+      if (outcome.kind === "no-tenant") {
+        return pageResponse(
+          refusalPage(
+            "No tenant for this account",
+            "You signed in, but your account is not assigned to any tenant of this service. Ask the operator to " +
+              "map your organization (its verified email domain) to a tenant. No access was granted.",
+          ),
+          403,
+        );
+      }
+      if (!(await tenantAcceptsGrants(c.env, outcome.who.tenant))) return offboarded();
+      return consent(c, oauth, outcome.request, outcome.who, config);
+    }),
+  );
   app.post(AUTHORIZE_PATH, (c) =>
     authorizePage(c, async () => {
       const form = await readForm(c.req.raw);
@@ -84,10 +105,9 @@ async function showSignIn(c: Context<AppEnv>): Promise<Response> {
   const config = oauthConfig(c);
   const oauth = helpers(c);
   const request = await oauth.parseAuthRequest(c.req.raw);
-  if (!config.oauth?.devSignIn) return noSignIn();
+  if (!config.oauth?.devSignIn && !config.oauth?.upstream) return noSignIn();
   const details = await oauth.describeConsent(request);
-  const url = new URL(c.req.url);
-  return pageResponse(devSignInPage(details.clientName, `${url.pathname}${url.search}`));
+  return pageResponse(signInPage(signInView(c, config, details.clientName)));
 }
 
 /** POST /authorize step=signin: the dev sign-in. The request is re-validated from the same query string. */
@@ -100,9 +120,8 @@ async function signIn(c: Context<AppEnv>, form: URLSearchParams): Promise<Respon
   const tenant = (form.get("tenant") ?? "").trim();
   const subject = (form.get("subject") ?? "").trim();
   const details = await oauth.describeConsent(request);
-  const url = new URL(c.req.url);
   const again = (message: string) =>
-    pageResponse(devSignInPage(details.clientName, `${url.pathname}${url.search}`, message), 400);
+    pageResponse(signInPage({ ...signInView(c, config, details.clientName), error: message }), 400);
   if (!isTenantId(tenant)) return again("Tenant: lower-case letters, digits and '-', 2 to 63 characters.");
   if (!SUBJECT_PATTERN.test(subject)) return again("Subject: 1 to 255 printable characters without spaces.");
   if (!(await tenantAcceptsGrants(c.env, tenant))) return offboarded();
@@ -194,6 +213,15 @@ async function authorizePage(c: Context<AppEnv>, run: () => Promise<Response>): 
     }
     throw error;
   }
+}
+
+function signInView(c: Context<AppEnv>, config: Config, clientName: string) {
+  const url = new URL(c.req.url);
+  return {
+    clientName,
+    devAction: config.oauth?.devSignIn ? `${url.pathname}${url.search}` : null,
+    upstreamHref: config.oauth?.upstream ? `${UPSTREAM_START_PATH}${url.search}` : null,
+  };
 }
 
 function noSignIn(): Response {

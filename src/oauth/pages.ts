@@ -18,18 +18,34 @@ function layout(title: string, body: string): string {
   );
 }
 
-/** Dev sign-in: choose the tenant and subject the grant will be bound to. Posts back to the same URL. */
-export function devSignInPage(clientName: string, action: string, error?: string): string {
-  return layout(
-    "Sign in (development)",
-    `<h1>Sign in</h1><p class="dev">Development sign-in: you choose the tenant and subject. ` +
-      `It is refused when ENVIRONMENT is production.</p>` +
-      `<p><strong>${escapeHtml(clientName)}</strong> asks to connect.</p>` +
-      (error ? `<p class="warn" role="alert">${escapeHtml(error)}</p>` : "") +
-      `<form method="post" action="${escapeHtml(action)}"><input type="hidden" name="step" value="signin">` +
+export interface SignInView {
+  readonly clientName: string;
+  /** Where the dev sign-in form posts (this URL), or null when the dev sign-in is off. */
+  readonly devAction: string | null;
+  /** The upstream sign-in link, or null when no identity provider is configured. */
+  readonly upstreamHref: string | null;
+  readonly error?: string;
+}
+
+/** Sign-in: through the operator's identity provider, and/or (outside production) the dev sign-in form. */
+export function signInPage(view: SignInView): string {
+  const upstream = view.upstreamHref
+    ? `<p><a id="upstream" href="${escapeHtml(view.upstreamHref)}">Sign in with your organization's account</a></p>`
+    : "";
+  const dev = view.devAction
+    ? `<p class="dev">Development sign-in: you choose the tenant and subject. It is refused when ENVIRONMENT is ` +
+      `production.</p><form method="post" action="${escapeHtml(view.devAction)}">` +
+      `<input type="hidden" name="step" value="signin">` +
       `<label>Tenant <input type="text" name="tenant" required pattern="[a-z0-9][a-z0-9-]{1,62}" autocomplete="off"></label>` +
       `<label>Subject <input type="text" name="subject" required maxlength="255" autocomplete="username"></label>` +
-      `<button type="submit">Continue</button></form>`,
+      `<button type="submit">Continue</button></form>`
+    : "";
+  return layout(
+    "Sign in",
+    `<h1>Sign in</h1><p><strong>${escapeHtml(view.clientName)}</strong> asks to connect.</p>` +
+      (view.error ? `<p class="warn" role="alert">${escapeHtml(view.error)}</p>` : "") +
+      upstream +
+      dev,
   );
 }
 
