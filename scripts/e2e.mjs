@@ -18,6 +18,7 @@ import { freePort } from "./e2e/ports.mjs";
 import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
 import { startAuthProxy } from "./e2e/proxy.mjs";
 import { Report } from "./e2e/report.mjs";
+import { startOidcProvider } from "./e2e/upstream.mjs";
 import { startWranglerDev, tail, waitForHealthy } from "./e2e/wrangler.mjs";
 import { mintDevToken } from "./token.mjs";
 
@@ -29,7 +30,7 @@ const HEALTHY_TIMEOUT_MS = 120_000; // first start on a fresh machine bundles wi
 const SCENARIO_TIMEOUT_MS = 60_000;
 
 const report = new Report();
-const state = { workDir: null, proxy: null, metadataDocument: null, meta: {} };
+const state = { workDir: null, proxy: null, metadataDocument: null, oidc: null, meta: {} };
 const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : null;
 
 async function main() {
@@ -53,6 +54,8 @@ async function main() {
   state.meta = { server: resource, conformanceProxy: `${proxyOrigin}/mcp`, logs: ".e2e/" };
   // The metadata-document client's "website": its document on loopback, reached through the dev-only allowance.
   state.metadataDocument = await startMetadataDocumentServer("http://127.0.0.1:1/callback");
+  // A real OpenID Connect provider on loopback: the upstream sign-in of the built-in authorization server.
+  state.oidc = await startOidcProvider({ redirectUri: `${base}/authorize/callback` });
 
   const wrangler = startWranglerDev({
     root,
@@ -72,6 +75,9 @@ async function main() {
       MASTER_KEY_E2E1: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
       // Dev only (refused in production): the CIMD client's https origin is served from loopback (docs/auth.md).
       OAUTH_DEV_METADATA_ORIGINS: `${new URL(state.metadataDocument.clientId).origin}=${state.metadataDocument.origin}`,
+      OAUTH_UPSTREAM_ISSUER: state.oidc.issuer,
+      OAUTH_UPSTREAM_CLIENT_ID: state.oidc.clientId,
+      OAUTH_UPSTREAM_CLIENT_SECRET: state.oidc.clientSecret,
     },
   });
   const healthy = await report.check(
@@ -93,7 +99,15 @@ async function main() {
     const capabilities = await clientChecks(resource, mint);
     await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
   }
-  await oauthChecks({ report, base, url: resource, metadataDocument: state.metadataDocument });
+  const adminToken = await mintDevToken({ admin: true, sub: "e2e-operator", ttl: 900, aud: `${base}/admin`, keysDir });
+  await oauthChecks({
+    report,
+    base,
+    url: resource,
+    metadataDocument: state.metadataDocument,
+    upstream: state.oidc,
+    adminToken,
+  });
 }
 
 /** Both client generations for two tenants, then the session boundary. Returns the server's capabilities. */
@@ -177,6 +191,7 @@ async function finish(code) {
   report.close(); // work still in flight when the time limit hits must not change the verdict being reported
   await state.proxy?.close().catch(() => {});
   await state.metadataDocument?.close().catch(() => {});
+  await state.oidc?.close().catch(() => {});
   await stopAll();
   if (report.counts().failed > 0 || code !== 0) {
     console.log(`\n---- wrangler dev log (tail of ${wranglerLog}) ----\n${tail(wranglerLog)}`);

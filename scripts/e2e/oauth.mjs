@@ -6,6 +6,7 @@
 import { createServer } from "node:http";
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
 import { chromiumBrowser, findChromium } from "./browser.mjs";
+import { upstreamBrowser } from "./upstream.mjs";
 
 const MAX_BROWSER_HOPS = 5;
 
@@ -234,7 +235,7 @@ export async function startMetadataDocumentServer(redirectUrl) {
  * The checks. `report.check(group, name, fn)` records each; `base` is the server origin, `url` its /mcp.
  * `metadataDocument` is the loopback document server (or null when the dev allowance is not configured).
  */
-export async function oauthChecks({ report, base, url, metadataDocument }) {
+export async function oauthChecks({ report, base, url, metadataDocument, upstream, adminToken }) {
   const group = "oauth";
   const redirectUrl = "http://127.0.0.1:1/callback"; // never contacted: the browser stops at the redirect
   const provider = new E2EProvider({
@@ -359,6 +360,8 @@ export async function oauthChecks({ report, base, url, metadataDocument }) {
     );
   }
 
+  if (upstream) await upstreamChecks({ report, base, url, redirectUrl, adminToken });
+
   if (!metadataDocument) {
     report.skip(group, "metadata-document client", "no loopback document server");
     return;
@@ -385,6 +388,62 @@ export async function oauthChecks({ report, base, url, metadataDocument }) {
         return `client_id ${metadataDocument.clientId}, 2026-07-28, whoami = e2e-oauth-b/bob`;
       } finally {
         await own.client.close();
+      }
+    },
+  );
+}
+
+/** The production sign-in path against a real OpenID Connect provider on loopback (scripts/e2e/upstream.mjs). */
+async function upstreamChecks({ report, base, url, redirectUrl, adminToken }) {
+  const group = "oauth upstream";
+  await report.check(group, "a user whose verified email domain is unmapped: refusal page, no grant", async () => {
+    const provider = new E2EProvider({
+      redirectUrl,
+      clientName: "E2E Upstream Client",
+      browser: upstreamBrowser({ login: "dave@unmapped.test" }),
+    });
+    try {
+      await connectWithAuth(url, provider);
+    } catch (error) {
+      if (!/No tenant for this account/.test(error.message)) throw error;
+      if (provider.saved.tokens) fail("tokens were issued");
+      return "HTTP 403 'No tenant for this account'; no code, no token";
+    }
+    fail("the unmapped user was signed in");
+  });
+
+  await report.check(
+    group,
+    "admin maps a verified email domain to a tenant (PUT /admin/oauth/email-domains/:domain)",
+    async () => {
+      const response = await fetch(`${base}/admin/oauth/email-domains/e2e-corp.test`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+        body: JSON.stringify({ tenant: "e2e-oidc" }),
+      });
+      if (response.status !== 200) fail(`HTTP ${response.status}: ${await response.text()}`);
+      return "e2e-corp.test -> e2e-oidc";
+    },
+  );
+
+  await report.check(
+    group,
+    "OIDC sign-in (code + PKCE + nonce upstream, ID token verified) binds the mapped tenant",
+    async () => {
+      const seen = {};
+      const provider = new E2EProvider({
+        redirectUrl,
+        clientName: "E2E Upstream Client",
+        browser: upstreamBrowser({ login: "erin@e2e-corp.test", seen }),
+      });
+      const session = await connectWithAuth(url, provider);
+      try {
+        const me = await whoami(session.client);
+        if (me.tenant !== "e2e-oidc" || me.subject !== "erin@e2e-corp.test") fail(`whoami = ${JSON.stringify(me)}`);
+        if (seen.tenant !== "e2e-oidc") fail(`consent showed tenant ${seen.tenant}`);
+        return "consent showed e2e-oidc; whoami = e2e-oidc/erin@e2e-corp.test";
+      } finally {
+        await session.client.close();
       }
     },
   );
