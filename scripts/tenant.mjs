@@ -5,6 +5,8 @@
 //   npm run tenant -- offboard <tenant> --yes    crypto-shred: keys and sessions destroyed now, data purged after
 //   npm run tenant -- list                       tenants and their states
 //   npm run tenant -- rewrap-master              rewrap every tenant's keys under MASTER_KEY_EPOCH (then GET progress)
+//   npm run tenant -- map-domain <domain> <tenant>   users whose verified email is @<domain> sign in to <tenant>
+//   npm run tenant -- unmap-domain <domain>      remove that mapping;  npm run tenant -- domains   list them
 // Options: --url http://localhost:8787 (another deployment: --url https://kb.example.com and ADMIN_TOKEN=... in the
 // environment), --wait (poll until the background job finishes).
 import { parseArgs } from "node:util";
@@ -113,9 +115,26 @@ try {
           ),
         );
       break;
+    case "map-domain": {
+      const [, domain, target] = positionals;
+      if (!domain || !/^[a-z0-9][a-z0-9-]{1,62}$/.test(target ?? "")) {
+        throw new Error("usage: npm run tenant -- map-domain <email domain> <tenant>");
+      }
+      print(await call("PUT", `/admin/oauth/email-domains/${encodeURIComponent(domain)}`, { tenant: target }));
+      break;
+    }
+    case "unmap-domain": {
+      if (!tenant) throw new Error("usage: npm run tenant -- unmap-domain <email domain>");
+      print(await call("DELETE", `/admin/oauth/email-domains/${encodeURIComponent(tenant)}`));
+      break;
+    }
+    case "domains":
+      print(await call("GET", "/admin/oauth/email-domains"));
+      break;
     default:
       console.error(
-        "usage: npm run tenant -- status|rotate|offboard|list|rewrap-master [tenant] [--url URL] [--yes] [--wait]",
+        "usage: npm run tenant -- status|rotate|offboard|list|rewrap-master|map-domain|unmap-domain|domains [args] " +
+          "[--url URL] [--yes] [--wait]",
       );
       process.exit(2);
   }

@@ -3,12 +3,16 @@
 // metadata, registration (RFC 7591, and a Client ID Metadata Document served on loopback by this script),
 // authorization with PKCE through the dev sign-in and consent pages (posted as a browser would: cookies, Origin),
 // token, MCP calls, refresh rotation, revocation and step-up. The only hand-written part is the "browser".
+import { execFile } from "node:child_process";
 import { createServer } from "node:http";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
 import { chromiumBrowser, findChromium } from "./browser.mjs";
 import { upstreamBrowser } from "./upstream.mjs";
 
 const MAX_BROWSER_HOPS = 5;
+const execFileAsync = promisify(execFile);
 
 function fail(message) {
   throw new Error(message);
@@ -412,19 +416,17 @@ async function upstreamChecks({ report, base, url, redirectUrl, adminToken }) {
     fail("the unmapped user was signed in");
   });
 
-  await report.check(
-    group,
-    "admin maps a verified email domain to a tenant (PUT /admin/oauth/email-domains/:domain)",
-    async () => {
-      const response = await fetch(`${base}/admin/oauth/email-domains/e2e-corp.test`, {
-        method: "PUT",
-        headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-        body: JSON.stringify({ tenant: "e2e-oidc" }),
-      });
-      if (response.status !== 200) fail(`HTTP ${response.status}: ${await response.text()}`);
-      return "e2e-corp.test -> e2e-oidc";
-    },
-  );
+  await report.check(group, "npm run tenant -- map-domain e2e-corp.test e2e-oidc (admin API)", async () => {
+    const script = fileURLToPath(new URL("../tenant.mjs", import.meta.url));
+    const { stdout } = await execFileAsync(
+      process.execPath,
+      [script, "map-domain", "e2e-corp.test", "e2e-oidc", "--url", base],
+      { env: { ...process.env, ADMIN_TOKEN: adminToken }, timeout: 30_000 },
+    );
+    const answer = JSON.parse(stdout);
+    if (answer.tenant !== "e2e-oidc") fail(`answer: ${stdout}`);
+    return "e2e-corp.test -> e2e-oidc";
+  });
 
   await report.check(
     group,
