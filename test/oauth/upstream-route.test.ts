@@ -1,6 +1,6 @@
 import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import worker from "../../src/index";
 import { adminCall } from "../helpers/admin";
 import { authorizeQuery, kvKeys, pkce, registerClient } from "../helpers/oauth";
@@ -32,6 +32,49 @@ describe("upstream sign-in routes", () => {
     const answer = await call(`/authorize/upstream?${query}`);
     expect(answer.status).toBe(400);
     expect(answer.headers.get("location")).toBeNull();
+  });
+});
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe("upstream state is single-use and bound to the browser that started it", () => {
+  it("a callback without the binding cookie, or replayed, is refused before any code is redeemed", async () => {
+    const fetched: string[] = [];
+    vi.spyOn(globalThis, "fetch").mockImplementation(async (input) => {
+      const url = input instanceof Request ? input.url : String(input);
+      fetched.push(url);
+      if (url === "https://idp.test/.well-known/openid-configuration") {
+        return Response.json({
+          issuer: "https://idp.test",
+          authorization_endpoint: "https://idp.test/auth",
+          token_endpoint: "https://idp.test/token",
+          jwks_uri: "https://idp.test/jwks",
+        });
+      }
+      return new Response("unexpected", { status: 500 });
+    });
+    const clientId = await registerClient();
+    const start = await call(`/authorize/upstream?${authorizeQuery({ clientId, pkce: await pkce() })}`);
+    expect(start.status).toBe(302);
+    const location = new URL(start.headers.get("location") ?? "");
+    expect(location.origin).toBe("https://idp.test");
+    expect(location.searchParams.get("code_challenge_method")).toBe("S256");
+    expect(location.searchParams.get("nonce")).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const state = location.searchParams.get("state") ?? "";
+    const cookie = (start.headers.get("set-cookie") ?? "").split(";")[0] ?? "";
+    expect(cookie).toMatch(/^__Host-kb-upstream=/);
+    const foreign = await call(`/authorize/callback?code=c&state=${state}`, {
+      headers: { cookie: "__Host-kb-upstream=x" },
+    });
+    expect(foreign.status).toBe(400);
+    expect(await foreign.text()).toContain("another browser");
+    // The state was consumed by that attempt: the right browser cannot replay it either.
+    const replay = await call(`/authorize/callback?code=c&state=${state}`, { headers: { cookie } });
+    expect(replay.status).toBe(400);
+    expect(fetched.some((url) => url.startsWith("https://idp.test/token"))).toBe(false);
+    expect(await kvKeys("grant:")).toEqual([]);
   });
 });
 
