@@ -27,7 +27,11 @@ const CRYPTO_NOTES_END = "<!-- crypto-notes:end -->";
 const SUITES = {
   index: "bench/local-index.bench.test.ts",
   crypto: "bench/crypto.bench.test.ts",
+  // Not a vitest suite: scripts/bench-edge.mjs drives three `wrangler dev` targets over loopback HTTP.
+  edge: null,
 };
+const EDGE_START = "<!-- edge-report:start -->";
+const EDGE_END = "<!-- edge-report:end -->";
 
 const options = Object.fromEntries(
   process.argv
@@ -50,7 +54,28 @@ if (suite !== "all" && !Object.hasOwn(SUITES, suite)) {
   console.error(`bench: unknown --suite=${suite} (use ${Object.keys(SUITES).join(", ")}, or omit it for all)`);
   process.exit(2);
 }
-const files = suite === "all" ? [] : [SUITES[suite]];
+if (suite === "edge") {
+  const { runEdgeBench } = await import("./bench-edge.mjs");
+  const startedAt = new Date();
+  console.log(`bench: suite edge; load average ${os.loadavg().map(fmt1).join(" ")}`);
+  const result = await runEdgeBench({ root, options });
+  const results = readResults();
+  results.edge = {
+    result,
+    run: {
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+      source: source(),
+      machine: machine(),
+    },
+  };
+  results.updatedAt = results.edge.run.finishedAt;
+  writeFileSync(RESULTS, `${JSON.stringify(results, null, 2)}\n`);
+  writeReport(results);
+  console.log(`bench: edge done; wrote ${RESULTS} and ${REPORT}`);
+  process.exit(0);
+}
+const files = suite === "all" ? Object.values(SUITES).filter(Boolean) : [SUITES[suite]];
 
 const startedAt = new Date();
 const loadSamples = [os.loadavg()[0]];
@@ -350,6 +375,8 @@ function writeReport(results) {
   out.push(...method());
   out.push("");
   out.push(...cryptoReport(results.crypto ?? {}, previous));
+  out.push("");
+  out.push(...edgeReport(results.edge ?? null, previous));
   writeFileSync(REPORT, `${out.join("\n")}\n`);
 }
 
@@ -852,6 +879,65 @@ function cryptoMethod() {
       "purgeStep back to back inside its object, with KnowledgeBase.purgeBatch and EncryptedBlobs.purgeBatch " +
       "wrapped by timers. R2 is miniflare's local simulator, so R2 rates say little about production R2.",
   ];
+}
+
+/** The edge suite (scripts/bench-edge.mjs): this server's request path against the stateless template. */
+function edgeReport(edge, previous) {
+  const start = previous.indexOf(EDGE_START);
+  const end = previous.indexOf(EDGE_END);
+  const notes =
+    start >= 0 && end > start
+      ? previous.slice(start + EDGE_START.length, end).trim()
+      : "_Hand-written analysis of the edge suite; kept when the file is regenerated._";
+  const out = ["# Benchmarks: request path against the template (edge)", ""];
+  out.push(
+    "`npm run bench -- --suite=edge` (scripts/bench-edge.mjs, bench/edge/): Cloudflare's remote-MCP template shape " +
+      "(stateless `createMcpHandler`, one tool, no auth), the same behind a bare Durable Object hop, and this " +
+      "server (verified token, tenant object), each under its own `wrangler dev` on loopback, measured in " +
+      "interleaved rounds. Ratios are per round against the template of the same round, medians over rounds " +
+      "(range in brackets); p50 ratio ≤ 1.0 and throughput ratio ≥ 1.0 is the goal, 1.25 / 0.8 the floor.",
+  );
+  out.push("");
+  if (edge) {
+    const r = edge.result;
+    out.push(
+      `Measured ${edge.run.finishedAt.slice(0, 16).replace("T", " ")} UTC at commit ${edge.run.source.commit}` +
+        `${edge.run.source.srcChangedFiles ? " (src/ modified)" : ""} on ${edge.run.machine.cpus} cores, load ` +
+        `average mean ${r.load.mean}, max ${r.load.max} (the machine was shared with other work: absolute figures ` +
+        `are inflated; trust the ratios). ${r.rounds} rounds; per round and target ${r.sequentialPerRound} ` +
+        `sequential requests and ${r.concurrentPerRound} with ${r.inFlight} in flight.`,
+    );
+    out.push("");
+    const rows = [["request", "target", "p50 (ms)", "p95 (ms)", "req/s at 16", "p50 ratio", "throughput ratio"]];
+    for (const [op, byTarget] of Object.entries(r.ops)) {
+      for (const [name, s] of Object.entries(byTarget)) {
+        rows.push([
+          op,
+          name,
+          num(s.p50Ms),
+          num(s.p95Ms),
+          s.rps,
+          name === "template" ? "1" : `${s.p50Ratio} [${s.p50RatioRange.join("–")}]`,
+          name === "template" ? "1" : `${s.rpsRatio} [${s.rpsRatioRange.join("–")}]`,
+        ]);
+      }
+    }
+    out.push(...table(rows));
+    out.push("");
+    out.push(
+      `First request after a restart (every object evicted, fresh isolate), ms: ` +
+        Object.entries(r.cold)
+          .map(([name, c]) => `${name} ${c.firstRequestMs.join(", ")}`)
+          .join("; ") +
+        `; server / template (medians) ${r.coldRatio}×. First request of a never-seen tenant (creates its data ` +
+        `key), warm isolate: ${r.firstRequestNewTenantMs.join(", ")} ms.`,
+    );
+  } else out.push("No edge result yet: run `npm run bench -- --suite=edge`.");
+  out.push("");
+  out.push(EDGE_START);
+  out.push(notes);
+  out.push(EDGE_END);
+  return out;
 }
 
 /** A single reading of the 1 ms clock. */

@@ -7,14 +7,16 @@ import { startProcess } from "./processes.mjs";
  * `vars` become `--var KEY:VALUE` (wrangler splits at the first colon, so values may contain colons). `--env-file`
  * points at an empty file: with an explicit env file wrangler does not read the project's .dev.vars at all, so a
  * developer's local .dev.vars can neither interfere nor be required (wrangler.toml [vars] still apply, `--var` wins).
- * State persists to `persistTo` (default `<workDir>/state`).
+ * State persists to `persistTo` (default `<workDir>/state`); `config` picks another wrangler config.
  */
-export function startWranglerDev({ root, workDir, port, inspectorPort, vars, logFile, persistTo }) {
+export function startWranglerDev({ root, workDir, port, inspectorPort, vars, logFile, persistTo, config }) {
   const emptyEnvFile = join(workDir, "empty.env");
   writeFileSync(emptyEnvFile, "");
   const args = [
     join(root, "node_modules/wrangler/bin/wrangler.js"),
     "dev",
+    // Another Worker than the project's (the bench's template, bench/edge/wrangler.toml).
+    ...(config ? ["--config", config] : []),
     "--ip",
     "127.0.0.1",
     "--port",
