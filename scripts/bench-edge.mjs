@@ -174,7 +174,7 @@ export async function runEdgeBench({ root, options }) {
 }
 
 /** The requests measured, per target; each is checked once for a real result before it is timed. */
-async function prepareOps(target, headers, { check = true } = {}) {
+export async function prepareOps(target, headers, { check = true } = {}) {
   const url = `${target.base}/mcp`;
   const base = { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers };
   const modern = (method, params) => {

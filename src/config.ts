@@ -102,10 +102,26 @@ const httpsUrl = (production: boolean) =>
 const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())).min(1).max(100) });
 
 /**
+ * Tenant-neutral cache: the validated configuration of one env object. The env holds the deployment's bindings
+ * and vars, identical for every tenant and request of an isolate (and of a tenant object), so it is parsed once
+ * per env, not per request. Keyed weakly by the env object itself: a new env (a new deployment's isolate, a test's
+ * overrides) is parsed afresh. A configuration that fails validation is never cached, so it keeps failing closed.
+ */
+const configs = new WeakMap<Env, Config>();
+
+/**
  * Reads and validates the configuration. Invalid configuration throws ERR_CONFIG, which the edge turns into a
  * 503 for every route: the server never runs half-configured (fail closed).
  */
 export function loadConfig(env: Env): Config {
+  const cached = configs.get(env);
+  if (cached) return cached;
+  const config = Object.freeze(parseConfig(env));
+  configs.set(env, config);
+  return config;
+}
+
+function parseConfig(env: Env): Config {
   const production = env.ENVIRONMENT === "production";
   const issuer = env.AUTH_ISSUER ?? "";
   if (!issuer) throw new KbError("ERR_CONFIG", "AUTH_ISSUER is required");

@@ -8,20 +8,27 @@ export const JWKS_COOLDOWN_MS = 30_000;
 export const JWKS_TIMEOUT_MS = 5_000;
 
 /**
- * Key resolvers, one per configured key source (inline JWKS or JWKS URL). This is the only module-level cache in
- * src/, and it is tenant-neutral: it holds the configured issuer's public keys, chosen by server configuration and
- * never by a request, identical for every tenant. Keeping it per isolate is what makes the remote cooldown
- * effective, and spares re-importing inline keys on every request. Bounded: configuration has one source.
+ * Key resolvers, one per configured key source (inline JWKS or JWKS URL). A tenant-neutral module-level cache: it
+ * holds the configured issuer's public keys, chosen by server configuration and never by a request, identical for
+ * every tenant. Keeping it per isolate is what makes the remote cooldown effective, and spares re-importing inline
+ * keys on every request. Bounded: configuration has one source. `byConfig` (also tenant-neutral) skips computing
+ * the source's cache key for a configuration object already seen (loadConfig returns one object per env).
  */
 const keySets = new Map<string, JWTVerifyGetKey>();
+const byConfig = new WeakMap<Config, JWTVerifyGetKey>();
 const MAX_KEY_SETS = 8;
 
 /** The verification key resolver for the configured issuer: the inline JWKS, or the remote set with cooldown. */
 export function keyResolver(config: Config): JWTVerifyGetKey {
+  const known = byConfig.get(config);
+  if (known) return known;
   const jwks = config.jwks;
   const cacheKey = jwks.kind === "inline" ? `inline:${JSON.stringify(jwks.keys)}` : `remote:${jwks.url}`;
   const cached = keySets.get(cacheKey);
-  if (cached) return cached;
+  if (cached) {
+    byConfig.set(config, cached);
+    return cached;
+  }
   const resolver = refuseWeakKeys(
     jwks.kind === "inline"
       ? createLocalJWKSet(jwks.keys as unknown as JSONWebKeySet)
@@ -33,6 +40,7 @@ export function keyResolver(config: Config): JWTVerifyGetKey {
   );
   if (keySets.size >= MAX_KEY_SETS) keySets.clear();
   keySets.set(cacheKey, resolver);
+  byConfig.set(config, resolver);
   return resolver;
 }
 

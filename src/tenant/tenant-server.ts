@@ -11,7 +11,8 @@ import { errorResponse } from "../http/error-response";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
-import { createTenantMcpServer } from "../mcp/server-factory";
+import { createTenantMcpServer, prepareTenantMcpServer, serverShape } from "../mcp/server-factory";
+import { ServerPool } from "../mcp/server-pool";
 import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { createRevocationsTable, parseRevocation, type Revocation, Revocations } from "./revocations";
@@ -55,6 +56,8 @@ export interface TenantStatus {
  */
 export class TenantServer extends DurableObject<Env> {
   #tenant: TenantContext | null = null;
+  /** This tenant's prepared MCP servers (2026-07-28), reused across requests for the object's lifetime. */
+  readonly #servers = new ServerPool();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -83,13 +86,16 @@ export class TenantServer extends DurableObject<Env> {
           const subkeys = (purpose: "handles" | "request-state") =>
             Promise.all(versions.map((version) => tenant.keyring.subkey(version, purpose)));
           const handles = await HandleCodec.create(await subkeys("handles"), identity);
-          return createTenantMcpServer(
-            { identity, era, protocolVersion, requestId, handles },
-            await subkeys("request-state"),
-            tenant,
-            config,
-            () => this.ctx.storage.setAlarm(Date.now()),
+          const scope = { identity, era, protocolVersion, requestId, handles };
+          const keys = await subkeys("request-state");
+          const schedule = () => this.ctx.storage.setAlarm(Date.now());
+          // 2025-era instances stay per request: a 2025 handshake leaves client state in the instance.
+          if (era === "legacy") return createTenantMcpServer(scope, keys, tenant, config, schedule);
+          const prepared = this.#servers.take(serverShape(scope), versions.join(","), () =>
+            prepareTenantMcpServer(scope, keys, tenant, config, schedule),
           );
+          prepared.bind(scope);
+          return prepared.server;
         },
       }),
     );
@@ -181,6 +187,7 @@ export class TenantServer extends DurableObject<Env> {
   /** Crypto-shred: keys and sessions are destroyed before this returns; the purge continues in the alarm. */
   async adminOffboard(tenant: string, requestedBy: string): Promise<ShredReceipt> {
     const ctx = this.#knownContext(tenant);
+    this.#servers.clear();
     const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
     log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
     await this.#registry().setState(tenant, "offboarding");

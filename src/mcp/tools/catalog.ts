@@ -36,13 +36,18 @@ function scopeTable(tools: readonly ToolDeclaration[]): ReadonlyMap<string, Tool
 }
 
 /**
- * Registers, for one request, the tools among `tools` that the caller's scopes allow, each call run through
- * runTool with the request's deps. A tool the caller may not use is not offered (tools/list hides it: clients show
- * every listed tool to the model, and none of them reads per-tool scopes); a call to it anyway is still refused by
- * the tenant object before dispatch with 403 insufficient_scope naming the scope (step-up), as for any client.
+ * Registers the tools among `tools` that the caller's scopes (`granted`) allow, each call run through runTool
+ * with the deps of the request being served (`deps.scope` is read at call time). A tool the caller may not use is
+ * not offered (tools/list hides it: clients show every listed tool to the model, and none of them reads per-tool
+ * scopes); a call to it anyway is still refused by the tenant object before dispatch with 403 insufficient_scope
+ * naming the scope (step-up), as for any client.
  */
-export function registerTools(server: McpServer, deps: ToolDeps, tools: readonly ToolDeclaration[] = TOOLS): void {
-  const granted = deps.scope.identity.scopes;
+export function registerTools(
+  server: McpServer,
+  deps: ToolDeps,
+  tools: readonly ToolDeclaration[] = TOOLS,
+  granted: readonly string[] = deps.scope.identity.scopes,
+): void {
   for (const tool of tools) {
     if (!scopeAllows(tool.scope, granted)) continue;
     server.registerTool(

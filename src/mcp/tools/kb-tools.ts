@@ -117,7 +117,8 @@ const kbStats = defineTool({
 export const KB_TOOLS = [addAtoms, search, getAtom, deleteAtoms, listAtoms, kbStats] as const;
 
 /** The `atom://{id}` resource template (read needs kb.read; the tenant object checks it before dispatch too). */
-export function registerAtomResource(server: McpServer, { scope, tenant }: ToolDeps): void {
+export function registerAtomResource(server: McpServer, deps: ToolDeps): void {
+  const { tenant } = deps;
   server.registerResource(
     "atom",
     new ResourceTemplate("atom://{id}", { list: undefined }),
@@ -125,7 +126,7 @@ export function registerAtomResource(server: McpServer, { scope, tenant }: ToolD
     async (uri, variables) => {
       const id = typeof variables.id === "string" ? decodeURIComponent(variables.id) : "";
       const atom =
-        LIMITS.idPattern.test(id) && scope.identity.scopes.includes("kb.read")
+        LIMITS.idPattern.test(id) && deps.scope.identity.scopes.includes("kb.read")
           ? (await tenant.kb.get([id]))[0]
           : undefined;
       // Another tenant's atom is simply not here: the same answer as an id that never existed.
