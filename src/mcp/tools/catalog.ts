@@ -2,6 +2,7 @@ import type { McpServer } from "@modelcontextprotocol/server";
 import { DOCUMENT_TOOLS } from "./document-tools";
 import { EXTRACTION_TOOLS } from "./extraction-tools";
 import { IMPORT_TOOLS } from "./import-tool";
+import { withCachedJsonSchema } from "./json-schema-cache";
 import { KB_TOOLS } from "./kb-tools";
 import type { ToolDeclaration, ToolDeps, ToolScope } from "./tool-declaration";
 import { runTool, scopeAllows } from "./tool-result";
@@ -55,8 +56,8 @@ export function registerTools(
       {
         title: tool.title,
         description: typeof tool.description === "function" ? tool.description(deps.config) : tool.description,
-        inputSchema: tool.input,
-        ...(tool.output ? { outputSchema: tool.output } : {}),
+        inputSchema: withCachedJsonSchema(tool.input),
+        ...(tool.output ? { outputSchema: withCachedJsonSchema(tool.output) } : {}),
         annotations: tool.annotations,
         ...(tool.scope !== null ? { _meta: { [TOOL_SCOPE_META_KEY]: tool.scope } } : {}),
       },
