@@ -14,6 +14,7 @@ import { verifyBearer } from "../oauth/verify-bearer";
 import { tenantStub } from "../tenant/route";
 import { type AppEnv, requireConfig } from "./context";
 import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH } from "./error-response";
+import { responseFromWire, wireRequest } from "./mcp-wire";
 import { checkOriginAndHost } from "./origin-guard";
 import { checkJsonContentType, checkProtocolVersion, readBodyCapped, sanitizedMcpRequest } from "./transport-guards";
 
@@ -115,12 +116,13 @@ export function createApp(): Hono<AppEnv> {
       body = await readBodyCapped(request, config.maxBodyBytes);
     }
     // The tenant object gets the identity (never the token) as an RPC argument a client cannot forge.
-    const response = await tenantStub(c.env, identity).serveMcp(
-      sanitizedMcpRequest(request, body),
-      identity,
-      c.var.requestId,
+    const out = responseFromWire(
+      await tenantStub(c.env, identity).serveMcpWire(
+        wireRequest(sanitizedMcpRequest(request, body), body),
+        identity,
+        c.var.requestId,
+      ),
     );
-    const out = new Response(response.body, response);
     // Tenant data: never stored by a shared cache, whatever the protocol era.
     out.headers.set("cache-control", "no-store");
     return out;

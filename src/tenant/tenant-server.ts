@@ -8,6 +8,7 @@ import { type EgressPolicy, findTarget, parseEgressPolicy } from "../egress/egre
 import type { Env } from "../env";
 import { KbError, toKbError } from "../errors";
 import { errorResponse } from "../http/error-response";
+import { requestFromWire, type WireRequest, type WireResponse, wireResponse } from "../http/mcp-wire";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
@@ -70,6 +71,11 @@ export class TenantServer extends DurableObject<Env> {
         await ctx.storage.setAlarm(Date.now() + 1000);
       }
     });
+  }
+
+  /** serveMcp with the request and the answer as plain RPC data (src/http/mcp-wire.ts): what the edge calls. */
+  async serveMcpWire(request: WireRequest, identity: Identity, requestId: string): Promise<WireResponse> {
+    return wireResponse(await this.serveMcp(requestFromWire(request), identity, requestId));
   }
 
   async serveMcp(request: Request, identity: Identity, requestId: string): Promise<Response> {
