@@ -22,15 +22,19 @@ export interface McpEndpointDeps {
   readonly requestId: string;
   readonly config: Config;
   readonly sessions: SessionStore;
-  /** A fresh server for one request of this caller, at the given era and protocol revision. */
-  readonly serverFor: (era: "legacy" | "modern", protocolVersion: string) => Promise<McpServer>;
+  /**
+   * A server for one request of this caller, at the given era and protocol revision. `fresh`: an instance that
+   * has served no other request (a 2025 handshake leaves the client's capabilities in the instance).
+   */
+  readonly serverFor: (era: "legacy" | "modern", protocolVersion: string, fresh: boolean) => Promise<McpServer>;
 }
 
 /**
  * Serves one MCP HTTP request inside the tenant object. 2026-07-28 requests go to the SDK's modern handler
  * (stateless). 2025 requests are sessionful: the session lives in SQLite keyed (tenant, subject, hash(id)), is
- * checked against the caller before anything is dispatched, and each request is served by a fresh server instance
- * (so sessions survive eviction). Per-operation scopes are checked before dispatch (403 insufficient_scope).
+ * checked against the caller before anything is dispatched; nothing of the session lives in a server instance (so
+ * sessions survive eviction), and a handshake gets an instance of its own. Per-operation scopes are checked before
+ * dispatch (403 insufficient_scope).
  */
 export async function serveMcpRequest(request: Request, deps: McpEndpointDeps): Promise<Response> {
   const body = request.method === "POST" ? await request.text() : "";
@@ -49,7 +53,7 @@ export async function serveMcpRequest(request: Request, deps: McpEndpointDeps): 
   });
   const maxRequestBodySize = deps.config.maxBodyBytes;
   if (!(await isLegacyRequest(forward.clone(), parsedBody, { maxRequestBodySize }))) {
-    const server = await deps.serverFor("modern", MODERN_PROTOCOL_VERSION);
+    const server = await deps.serverFor("modern", MODERN_PROTOCOL_VERSION, false);
     const handler = createMcpHandler(() => server, { legacy: "reject", maxRequestBodySize });
     return handler.fetch(forward, parsedBody === undefined ? undefined : { parsedBody });
   }
@@ -61,8 +65,8 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
   const now = Date.now();
   // The server is built before the SDK sees the request: a failure to build it (ERR_KEY_UNAVAILABLE when the
   // tenant's keys cannot be unwrapped) keeps its code and status instead of becoming the SDK's generic 500.
-  const handlerFor = async (version: string) => {
-    const server = await deps.serverFor("legacy", version);
+  const handlerFor = async (version: string, fresh: boolean) => {
+    const server = await deps.serverFor("legacy", version, fresh);
     return legacyStatelessFallback(() => server, undefined, { maxRequestBodySize: deps.config.maxBodyBytes });
   };
   const isInitialize =
@@ -89,7 +93,7 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
       negotiated === parsedBody
         ? request
         : new Request(request.url, { method: "POST", headers: request.headers, body: JSON.stringify(negotiated) });
-    const response = await (await handlerFor(offered))(handshake, { parsedBody: negotiated });
+    const response = await (await handlerFor(offered, true))(handshake, { parsedBody: negotiated });
     // A session exists only for a handshake that succeeded: the answer must be a result for this request id.
     const text = await response.text();
     const result = initializeResult(text, id);
@@ -142,7 +146,7 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
   }
   const pinned = new Request(request, { headers: new Headers(request.headers) });
   pinned.headers.set("mcp-protocol-version", session.protocolVersion);
-  const response = await (await handlerFor(session.protocolVersion))(pinned, { parsedBody });
+  const response = await (await handlerFor(session.protocolVersion, false))(pinned, { parsedBody });
   const out = new Response(response.body, response);
   out.headers.set("mcp-session-id", sessionId);
   return out;

@@ -57,7 +57,7 @@ export interface TenantStatus {
  */
 export class TenantServer extends DurableObject<Env> {
   #tenant: TenantContext | null = null;
-  /** This tenant's prepared MCP servers (2026-07-28), reused across requests for the object's lifetime. */
+  /** This tenant's prepared MCP servers (both eras), reused across requests for the object's lifetime. */
   readonly #servers = new ServerPool();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -85,7 +85,7 @@ export class TenantServer extends DurableObject<Env> {
         requestId,
         config,
         sessions: tenant.sessions(config),
-        serverFor: async (era, protocolVersion) => {
+        serverFor: async (era, protocolVersion, fresh) => {
           // Handles and requestState are minted under the current key version and accepted under every live one,
           // so a rotation does not break what clients hold; once a version is destroyed, its handles fail cleanly.
           const versions = await tenant.keyring.liveVersions();
@@ -95,8 +95,8 @@ export class TenantServer extends DurableObject<Env> {
           const scope = { identity, era, protocolVersion, requestId, handles };
           const keys = await subkeys("request-state");
           const schedule = () => this.ctx.storage.setAlarm(Date.now());
-          // 2025-era instances stay per request: a 2025 handshake leaves client state in the instance.
-          if (era === "legacy") return createTenantMcpServer(scope, keys, tenant, config, schedule);
+          // A 2025 handshake gets an instance of its own, never reused: it leaves the client's state in it.
+          if (fresh) return createTenantMcpServer(scope, keys, tenant, config, schedule);
           const prepared = this.#servers.take(serverShape(scope), versions.join(","), () =>
             prepareTenantMcpServer(scope, keys, tenant, config, schedule),
           );
