@@ -1,12 +1,14 @@
 #!/usr/bin/env node
-// `npm run bench [-- --sizes=1000,10000,100000 --queries=200] [-- --suite=index|crypto]` (or `-- --report-only` to
+// `npm run bench [-- --sizes=1000,10000,100000 --queries=200] [-- --suite=index|crypto|edge]` (or `-- --report-only` to
 // regenerate BENCHMARKS.md from bench/results.json without running anything): runs the benchmarks
 // (bench/**/*.bench.test.ts, vitest.bench.config.ts) inside workerd, collects the `BENCH_RESULT {json}` lines they
 // print (code in workerd cannot write files), merges them into bench/results.json (the vector index per size under
 // `sizes`, the crypto suite per part under `crypto`) and regenerates BENCHMARKS.md from that file. Suites: `index`
-// (bench/local-index.bench.test.ts; --sizes, --queries) and `crypto` (bench/crypto.bench.test.ts: Cobblestone-256
-// throughput and streaming memory, offboarding); without --suite both run. While the crypto suite runs, the RSS of
-// the workerd process is sampled from outside (Linux /proc) between the `BENCH_MARK` lines the suite prints, as a
+// (bench/local-index.bench.test.ts; --sizes, --queries), `crypto` (bench/crypto.bench.test.ts: Cobblestone-256
+// throughput and streaming memory, offboarding) and `edge` (scripts/bench-edge.mjs, under `edge`: three `wrangler
+// dev` targets over loopback, the request path against the stateless template; --rounds, --sequential,
+// --concurrent, --cold); without --suite the two vitest suites run. While the crypto suite runs, the RSS of the
+// workerd process is sampled from outside (Linux /proc) between the `BENCH_MARK` lines the suite prints, as a
 // cross-check of its in-pipeline memory accounting. Not part of `npm test`. Exits non-zero when the run fails or
 // prints no result.
 import { execFileSync, spawn } from "node:child_process";
@@ -344,8 +346,10 @@ function writeReport(results) {
   out.push("# Benchmarks: local vector index");
   out.push("");
   out.push(
-    "Two sections: the local vector index (this one, `npm run bench -- --suite=index`) and " +
-      "[at-rest crypto and offboarding](#benchmarks-at-rest-crypto-and-offboarding) (`npm run bench -- --suite=crypto`).",
+    "Three sections: the local vector index (this one, `npm run bench -- --suite=index`), " +
+      "[at-rest crypto and offboarding](#benchmarks-at-rest-crypto-and-offboarding) (`npm run bench -- --suite=crypto`) " +
+      "and [the request path against the template](#benchmarks-request-path-against-the-template-edge) " +
+      "(`npm run bench -- --suite=edge`).",
   );
   out.push("");
   out.push(
