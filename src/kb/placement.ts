@@ -1,6 +1,13 @@
 import type { Env } from "../env";
 import { KbError } from "../errors";
-import { type AiBinding, type Embedder, LOCAL_DIMENSIONS, LocalHashEmbedder, WorkersAiEmbedder } from "./embedder";
+import {
+  type AiBinding,
+  type Embedder,
+  type HashMode,
+  LOCAL_DIMENSIONS,
+  LocalHashEmbedder,
+  WorkersAiEmbedder,
+} from "./embedder";
 import type { VectorizeLike, VectorizePlacement } from "./vectorize-index";
 
 /**
@@ -37,8 +44,9 @@ export function placementFor(env: Env, tenant: string): Placement {
   return { kind: "vectorize", vectorize: { mode, index } };
 }
 
-export function embedderFor(env: Env): Embedder {
-  if ((env.EMBEDDER ?? "local") === "local") return new LocalHashEmbedder();
+/** `localMode` resolves the tenant's local hash (src/kb/embedder-key.ts); without it, the public unkeyed hash. */
+export function embedderFor(env: Env, localMode?: () => Promise<HashMode>): Embedder {
+  if ((env.EMBEDDER ?? "local") === "local") return new LocalHashEmbedder(localMode);
   if (env.EMBEDDER === "workers-ai") {
     if (!env.AI) throw new KbError("ERR_CONFIG", "EMBEDDER=workers-ai needs the AI binding");
     return new WorkersAiEmbedder(

@@ -20,6 +20,8 @@ export interface ShredReceipt {
   readonly requestedAt: string;
   readonly keysDestroyedAt: string;
   readonly keyVersionsDestroyed: number[];
+  /** Whether the tenant had a local embedder key (destroyed with the data keys). */
+  readonly embedderKeyDestroyed: boolean;
   readonly masterEpochsAtShred: string[];
   readonly sessionsEnded: number;
   purged: {
@@ -100,6 +102,7 @@ export class TenantLifecycle {
       requestedAt: new Date(now).toISOString(),
       keysDestroyedAt: new Date(now).toISOString(),
       keyVersionsDestroyed: versions,
+      embedderKeyDestroyed: this.#ctx.keyring.embedderKeyInfo() !== null,
       masterEpochsAtShred: masterEpochs,
       sessionsEnded: 0,
       purged: { atoms: 0, vectors: 0, documents: 0, r2Objects: 0, cacheRows: 0, runObjects: 0 },
@@ -107,7 +110,8 @@ export class TenantLifecycle {
       residuePurgedAt: null,
       completedAt: null,
     };
-    this.#ctx.keyring.destroyAll();
+    this.#ctx.keyring.destroyAll(); // the data keys and the embedder key
+    this.#ctx.embedder.forget?.(); // the keyed hasher's keys in this object's memory go too
     this.#ctx.localIndex?.wipe(); // plaintext vectors in this object's memory go with the keys
     const sessionsEnded = this.#sql
       .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#ctx.tenant)

@@ -7,6 +7,8 @@ import { ExchangedTokens } from "../egress/token-provider";
 import type { Env } from "../env";
 import { RunManager } from "../extract/run-manager";
 import { AtomCipher } from "../kb/atom-cipher";
+import { type Embedder, LOCAL_DIMENSIONS } from "../kb/embedder";
+import { resolveHashMode } from "../kb/embedder-key";
 import { EmbeddingCache } from "../kb/embedding-cache";
 import { KnowledgeBase } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
@@ -39,6 +41,8 @@ export class TenantContext {
   readonly tenant: string;
   readonly keyring: TenantKeyring;
   readonly kb: KnowledgeBase;
+  /** This tenant's embedder (the local one is keyed under the tenant's embedder key; src/kb/embedder-key.ts). */
+  readonly embedder: Embedder;
   readonly blobs: EncryptedBlobs;
   /** The local vector index when this tenant's vectors are placed locally (sealed pages), else null. */
   readonly localIndex: LocalVectorIndex | null;
@@ -62,7 +66,8 @@ export class TenantContext {
     this.#storage = state.storage;
     this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
-    const embedder = embedderFor(env);
+    const embedder = embedderFor(env, () => resolveHashMode(sql, tenant, this.keyring, LOCAL_DIMENSIONS));
+    this.embedder = embedder;
     const placement = placementFor(env, tenant);
     const sealer = new VectorSealer(this.keyring, tenant);
     const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;

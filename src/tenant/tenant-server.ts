@@ -4,10 +4,12 @@ import { serveDocumentRequest } from "../blob/document-http";
 import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
+import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { type EgressPolicy, findTarget, parseEgressPolicy } from "../egress/egress-policy";
 import type { Env } from "../env";
 import { KbError, toKbError } from "../errors";
 import { errorResponse } from "../http/error-response";
+import { embedderFlag, UNKEYED_FLAG } from "../kb/embedder-key";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
@@ -35,6 +37,8 @@ export interface TenantStatus {
   readonly tenant: string;
   readonly state: string;
   readonly keys: { version: number; epoch: string; createdAt: string; current: boolean }[];
+  /** The local embedder's hash: keyed (and its key's epoch), unkeyed-v1 (a legacy tenant), or none yet. */
+  readonly embedderKey: { hash: "keyed"; epoch: string; createdAt: string } | { hash: "unkeyed-v1" | "none" };
   readonly atoms: number;
   readonly documents: number;
   readonly rotation: RotationState | null;
@@ -168,6 +172,7 @@ export class TenantServer extends DurableObject<Env> {
       tenant,
       state: lifecycle.state(),
       keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
+      embedderKey: embedderKeyStatus(ctx.keyring, this.ctx.storage.sql),
       atoms: active ? ctx.kb.count() : this.#count("atoms"),
       documents: this.#count("documents"),
       rotation: lifecycle.rotation(),
@@ -402,4 +407,10 @@ function hasPendingWork(sql: SqlStorage): boolean {
     one(`SELECT 1 FROM job_state LIMIT 1`) ||
     one(`SELECT 1 FROM tenant_meta WHERE key = 'state' AND value = 'offboarding'`)
   );
+}
+
+function embedderKeyStatus(keyring: TenantKeyring, sql: SqlStorage): TenantStatus["embedderKey"] {
+  const info = keyring.embedderKeyInfo();
+  if (info) return { hash: "keyed", epoch: info.epoch, createdAt: new Date(info.createdAt).toISOString() };
+  return { hash: embedderFlag(sql) === UNKEYED_FLAG ? "unkeyed-v1" : "none" };
 }

@@ -1,0 +1,66 @@
+import type { TenantKeyring } from "../crypto/tenant-keyring";
+import { KbError } from "../errors";
+import type { HashMode } from "./embedder";
+import { KeyedFeatureHasher } from "./keyed-features";
+import { sipKey } from "./keyed-hash";
+
+/**
+ * Which hash one tenant's local embedder uses, decided once per tenant and then fixed, so that queries and stored
+ * vectors are always embedded alike:
+ *   - the tenant has an embedder key: keyed (local-keyed-v2);
+ *   - it has none and no atom yet: the key is created now (keyed);
+ *   - it has none but atoms already (their vectors were made with the public hash before keyed hashing existed):
+ *     unkeyed (local-hash-v1), recorded in tenant_meta `embedder_hash` so the choice never flips, even when the
+ *     last atom goes. Those tenants keep the old hash until re-embedded (docs/crypto.md, "The local embedder").
+ * The two SipHash keys are HKDF-derived from the 256-bit embedder key, bound to the tenant.
+ */
+export const UNKEYED_FLAG = "unkeyed-v1";
+
+export async function resolveHashMode(
+  sql: SqlStorage,
+  tenant: string,
+  keyring: TenantKeyring,
+  dimensions: number,
+): Promise<HashMode> {
+  if (keyring.shredded()) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+  let key = await keyring.embedderKey();
+  if (!key) {
+    if (embedderFlag(sql) === UNKEYED_FLAG) return { kind: "unkeyed" };
+    const hasAtoms = sql.exec(`SELECT 1 FROM atoms WHERE tenant = ? LIMIT 1`, tenant).toArray().length > 0;
+    if (hasAtoms) {
+      sql.exec(
+        `INSERT INTO tenant_meta (key, value) VALUES ('embedder_hash', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+        UNKEYED_FLAG,
+      );
+      return { kind: "unkeyed" };
+    }
+    key = await keyring.createEmbedderKey();
+  }
+  return { kind: "keyed", hasher: new KeyedFeatureHasher(await deriveSipKeys(key, tenant), dimensions) };
+}
+
+/** `embedder_hash` of tenant_meta: UNKEYED_FLAG for a legacy tenant, else null. */
+export function embedderFlag(sql: SqlStorage): string | null {
+  return (
+    sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'embedder_hash'`).toArray()[0]?.value ?? null
+  );
+}
+
+async function deriveSipKeys(key: Uint8Array, tenant: string) {
+  const ikm = await crypto.subtle.importKey("raw", key, "HKDF", false, ["deriveBits"]);
+  const bits = new Uint8Array(
+    await crypto.subtle.deriveBits(
+      {
+        name: "HKDF",
+        hash: "SHA-256",
+        salt: new TextEncoder().encode("tenant-mcp-kb/embedder/v1"),
+        info: new TextEncoder().encode(tenant),
+      },
+      ikm,
+      256,
+    ),
+  );
+  const keys = { features: sipKey(bits.subarray(0, 16)), pairs: sipKey(bits.subarray(16, 32)) };
+  bits.fill(0);
+  return keys;
+}
