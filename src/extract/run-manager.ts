@@ -1,3 +1,4 @@
+import { loadConfig } from "../config";
 import type { Env } from "../env";
 import { ERROR_CODES, KbError, kbErrorOf } from "../errors";
 import { LIMITS } from "../kb/limits";
@@ -149,7 +150,7 @@ export class RunManager {
             runId,
             documentId: row.document_id,
             contentType: meta.contentType,
-            extractor: this.#env.EXTRACTOR === "model" ? "model" : "deterministic",
+            extractor: loadConfig(this.#env).extractor,
           },
           channel,
         );

@@ -66,9 +66,12 @@ export class TenantContext {
     this.#storage = state.storage;
     this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
-    const embedder = embedderFor(env, () => resolveHashMode(sql, tenant, this.keyring, LOCAL_DIMENSIONS));
+    const config = loadConfig(env);
+    const embedder = embedderFor(config.embedder, env.AI, () =>
+      resolveHashMode(sql, tenant, this.keyring, LOCAL_DIMENSIONS),
+    );
     this.embedder = embedder;
-    const placement = placementFor(env, tenant);
+    const placement = placementFor(config.vectorPlacement, env, tenant);
     const sealer = new VectorSealer(this.keyring, tenant);
     const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;
     this.cache = new EmbeddingCache(sql, tenant, sealer);
