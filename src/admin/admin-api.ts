@@ -7,6 +7,7 @@ import { KbError } from "../errors";
 import { forgetCachedJwks } from "../exchange/token-route";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
+import { parsePlacementRequest } from "../kb/tenant-placement";
 import { log } from "../log";
 import { parseRevocation } from "../tenant/revocations";
 
@@ -20,6 +21,7 @@ import { parseRevocation } from "../tenant/revocations";
  *   POST /admin/tenants/:tenant/offboard   crypto-shred; body {"confirm": "<tenant>"}
  *   POST /admin/tenants/:tenant/rotate     new data key version; re-encryption runs in the background
  *   PUT  /admin/tenants/:tenant/egress     egress policy: {"origins": [...], "resources": [{resource, audience?, scopes}]}
+ *   PUT  /admin/tenants/:tenant/placement  vector placement: {"placement": "local" | "vectorize" | "default"}
  *   POST /admin/tenants/:tenant/revocations  revoke tokens: {"jti": "..."} or {"subject": "...", "before": <epoch s>}
  *   GET  /admin/tenants/:tenant/revocations  live revocations
  *   POST /admin/signing-keys/rotate        new signing key for exchanged tokens (the old one stays published a day)
@@ -65,6 +67,23 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const egress = await (await knownTenantServer(c)).adminSetEgress(tenant, body);
     log("info", { event: "admin.egress", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { egress });
+  });
+
+  app.put("/admin/tenants/:tenant/placement", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const body = await c.req.json().catch(() => null);
+    // Validated here (400 before any object is reached) and again by the tenant object, which applies it.
+    parsePlacementRequest(body, requireConfig(c.var.config).vectorPlacement, tenant);
+    const placement = await (await knownTenantServer(c)).adminSetPlacement(tenant, body);
+    log("info", {
+      event: "admin.placement",
+      requestId: c.var.requestId,
+      tenant,
+      subject: admin.subject,
+      outcome: "ok",
+    });
+    return json(c, { placement });
   });
 
   app.post("/admin/tenants/:tenant/revocations", async (c) => {

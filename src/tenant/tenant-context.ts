@@ -13,7 +13,8 @@ import { EmbeddingCache } from "../kb/embedding-cache";
 import { KnowledgeBase } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
 import { LocalVectorIndex } from "../kb/local-index";
-import { embedderFor, placementFor } from "../kb/placement";
+import { embedderFor, type Placement, placementOf } from "../kb/placement";
+import { effectivePlacement, placementChoice } from "../kb/tenant-placement";
 import { VectorSealer } from "../kb/vector-pages";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
@@ -44,6 +45,8 @@ export class TenantContext {
   /** This tenant's embedder (the local one is keyed under the tenant's embedder key; src/kb/embedder-key.ts). */
   readonly embedder: Embedder;
   readonly blobs: EncryptedBlobs;
+  /** Where this tenant's vectors are (configuration and the admin's per-tenant choice; src/kb/tenant-placement.ts). */
+  readonly placement: Placement;
   /** The local vector index when this tenant's vectors are placed locally (sealed pages), else null. */
   readonly localIndex: LocalVectorIndex | null;
   /** Remote embeddings of this tenant, sealed like the vector pages. */
@@ -71,7 +74,8 @@ export class TenantContext {
       resolveHashMode(sql, tenant, this.keyring, LOCAL_DIMENSIONS),
     );
     this.embedder = embedder;
-    const placement = placementFor(config.vectorPlacement, env, tenant);
+    const placement = placementOf(effectivePlacement(config.vectorPlacement, placementChoice(sql), tenant), env);
+    this.placement = placement;
     const sealer = new VectorSealer(this.keyring, tenant);
     const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;
     this.cache = new EmbeddingCache(sql, tenant, sealer);

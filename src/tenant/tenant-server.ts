@@ -10,6 +10,7 @@ import type { Env } from "../env";
 import { KbError, toKbError } from "../errors";
 import { errorResponse } from "../http/error-response";
 import { embedderFlag, UNKEYED_FLAG } from "../kb/embedder-key";
+import { type PlacementStatus, placementStatus, setPlacementChoice } from "../kb/tenant-placement";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
@@ -39,6 +40,8 @@ export interface TenantStatus {
   readonly keys: { version: number; epoch: string; createdAt: string; current: boolean }[];
   /** The local embedder's hash: keyed (and its key's epoch), unkeyed-v1 (a legacy tenant), or none yet. */
   readonly embedderKey: { hash: "keyed"; epoch: string; createdAt: string } | { hash: "unkeyed-v1" | "none" };
+  /** Where the tenant's vectors are, and the admin's choice behind it. */
+  readonly placement: PlacementStatus;
   readonly atoms: number;
   readonly documents: number;
   readonly rotation: RotationState | null;
@@ -173,6 +176,7 @@ export class TenantServer extends DurableObject<Env> {
       state: lifecycle.state(),
       keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
       embedderKey: embedderKeyStatus(ctx.keyring, this.ctx.storage.sql),
+      placement: placementStatus(this.ctx.storage.sql, loadConfig(this.env).vectorPlacement, tenant),
       atoms: active ? ctx.kb.count() : this.#count("atoms"),
       documents: this.#count("documents"),
       rotation: lifecycle.rotation(),
@@ -199,6 +203,23 @@ export class TenantServer extends DurableObject<Env> {
     const parsed = parseEgressPolicy(policy);
     ctx.setEgressPolicy(parsed);
     return parsed;
+  }
+
+  /**
+   * Sets the tenant's vector placement choice (src/kb/tenant-placement.ts). When the placement changes (only
+   * possible with no atom and no run in progress), the tenant's context is rebuilt so the new store serves next.
+   */
+  async adminSetPlacement(tenant: string, body: unknown): Promise<PlacementStatus> {
+    const ctx = this.#knownContext(tenant);
+    this.#lifecycle(ctx).assertActive();
+    const { status, changed } = setPlacementChoice(
+      this.ctx.storage.sql,
+      loadConfig(this.env).vectorPlacement,
+      tenant,
+      body,
+    );
+    if (changed) this.#tenant = null;
+    return status;
   }
 
   async adminRotate(tenant: string): Promise<RotationState> {

@@ -54,12 +54,13 @@ async function admin(...args: Parameters<typeof adminCall>): Promise<AdminAnswer
   return answer;
 }
 
-function routes(tenant: string): { method: "GET" | "POST"; path: string; body?: unknown }[] {
+function routes(tenant: string): { method: "GET" | "POST" | "PUT"; path: string; body?: unknown }[] {
   return [
     { method: "GET", path: "/admin/tenants" },
     { method: "GET", path: `/admin/tenants/${tenant}` },
     { method: "POST", path: `/admin/tenants/${tenant}/offboard`, body: { confirm: tenant } },
     { method: "POST", path: `/admin/tenants/${tenant}/rotate` },
+    { method: "PUT", path: `/admin/tenants/${tenant}/placement`, body: { placement: "local" } },
     { method: "POST", path: "/admin/master/rewrap" },
     { method: "GET", path: "/admin/master" },
   ];
