@@ -501,7 +501,7 @@ function method() {
     "",
     "- **Where**: everything runs inside a tenant Durable Object under local workerd (`@cloudflare/vitest-plugin`, " +
       "`runInDurableObject`), with the object's own SQLite (`state.storage.sql`). The knowledge base is wired like " +
-      "`TenantContext` (src/tenant/tenant-context.ts): `LocalVectorIndex` over `state.storage.sql`, `LocalHashEmbedder`, " +
+      "`TenantContext` (src/tenant/tenant-context.ts): `LocalVectorIndex` over `state.storage.sql`, `LocalHashEmbedder` keyed under the tenant's embedder key (local-keyed-v2), " +
       "`EmbeddingCache`, `transaction = state.storage.transactionSync`, and the atom cipher (`AtomCipher` over a " +
       "`TenantKeyring` under the master keys the test config provides), see bench/knowledge-base.ts. Fresh " +
       "tenants (objects) per N.",

@@ -39,6 +39,15 @@ export async function resolveHashMode(
   return { kind: "keyed", hasher: new KeyedFeatureHasher(await deriveSipKeys(key, tenant), dimensions) };
 }
 
+/** For the admin status: keyed (with the key's epoch), unkeyed-v1 (a legacy tenant), or none yet. */
+export type EmbedderKeyStatus = { hash: "keyed"; epoch: string; createdAt: string } | { hash: "unkeyed-v1" | "none" };
+
+export function embedderKeyStatus(keyring: TenantKeyring, sql: SqlStorage): EmbedderKeyStatus {
+  const info = keyring.embedderKeyInfo();
+  if (info) return { hash: "keyed", epoch: info.epoch, createdAt: new Date(info.createdAt).toISOString() };
+  return { hash: embedderFlag(sql) === UNKEYED_FLAG ? "unkeyed-v1" : "none" };
+}
+
 /** `embedder_hash` of tenant_meta: UNKEYED_FLAG for a legacy tenant, else null. */
 export function embedderFlag(sql: SqlStorage): string | null {
   return (

@@ -4,12 +4,11 @@ import { serveDocumentRequest } from "../blob/document-http";
 import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
-import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { type EgressPolicy, findTarget, parseEgressPolicy } from "../egress/egress-policy";
 import type { Env } from "../env";
 import { KbError, toKbError } from "../errors";
 import { errorResponse } from "../http/error-response";
-import { embedderFlag, UNKEYED_FLAG } from "../kb/embedder-key";
+import { type EmbedderKeyStatus, embedderKeyStatus } from "../kb/embedder-key";
 import { type PlacementStatus, placementStatus, setPlacementChoice } from "../kb/tenant-placement";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
@@ -39,7 +38,7 @@ export interface TenantStatus {
   readonly state: string;
   readonly keys: { version: number; epoch: string; createdAt: string; current: boolean }[];
   /** The local embedder's hash: keyed (and its key's epoch), unkeyed-v1 (a legacy tenant), or none yet. */
-  readonly embedderKey: { hash: "keyed"; epoch: string; createdAt: string } | { hash: "unkeyed-v1" | "none" };
+  readonly embedderKey: EmbedderKeyStatus;
   /** Where the tenant's vectors are, and the admin's choice behind it. */
   readonly placement: PlacementStatus;
   readonly atoms: number;
@@ -428,10 +427,4 @@ function hasPendingWork(sql: SqlStorage): boolean {
     one(`SELECT 1 FROM job_state LIMIT 1`) ||
     one(`SELECT 1 FROM tenant_meta WHERE key = 'state' AND value = 'offboarding'`)
   );
-}
-
-function embedderKeyStatus(keyring: TenantKeyring, sql: SqlStorage): TenantStatus["embedderKey"] {
-  const info = keyring.embedderKeyInfo();
-  if (info) return { hash: "keyed", epoch: info.epoch, createdAt: new Date(info.createdAt).toISOString() };
-  return { hash: embedderFlag(sql) === UNKEYED_FLAG ? "unkeyed-v1" : "none" };
 }

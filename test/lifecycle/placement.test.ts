@@ -33,8 +33,9 @@ describe("PUT /admin/tenants/:tenant/placement", () => {
     const tenant = uniqueTenant("plc");
     const caller = await kbCaller(tenant);
     await caller.ok("add_atoms", { atoms: [{ id: "p1", text: "a heron fishing in the reeds" }] });
-    const before = (await tenantStatus(tenant)) as unknown as { placement: PlacementOut };
+    const before = (await tenantStatus(tenant)) as unknown as { placement: PlacementOut; embedderKey: unknown };
     expect(before.placement).toEqual({ choice: "default", effective: { kind: "local" } });
+    expect(before.embedderKey).toEqual({ hash: "keyed", epoch: "t1", createdAt: expect.any(String) });
 
     const answer = await put(tenant, { placement: "local" });
     expect(answer.status, answer.text).toBe(200);
