@@ -5,13 +5,14 @@ import { KeyedFeatureHasher } from "./keyed-features";
 import { sipKey } from "./keyed-hash";
 
 /**
- * Which hash one tenant's local embedder uses, decided once per tenant and then fixed, so that queries and stored
- * vectors are always embedded alike:
+ * Which hash one tenant's local embedder uses, resolved once per embedder instance (one tenant object lifetime),
+ * so that queries and stored vectors are always embedded alike:
  *   - the tenant has an embedder key: keyed (local-keyed-v2);
- *   - it has none and no atom yet: the key is created now (keyed);
- *   - it has none but atoms already (their vectors were made with the public hash before keyed hashing existed):
- *     unkeyed (local-hash-v1), recorded in tenant_meta `embedder_hash` so the choice never flips, even when the
- *     last atom goes. Those tenants keep the old hash until re-embedded (docs/crypto.md, "The local embedder").
+ *   - it has none and no atom: the key is created now (keyed), and any legacy mark is dropped;
+ *   - it has none but atoms (their vectors were made with the public hash before keyed hashing existed): unkeyed
+ *     (local-hash-v1), marked in tenant_meta `embedder_hash` for the admin status. Such a tenant moves to the keyed
+ *     hash in the first object instance that starts with no atom (docs/crypto.md, "The local embedder").
+ * Once an embedder key exists the tenant is keyed for good.
  * The two SipHash keys are HKDF-derived from the 256-bit embedder key, bound to the tenant.
  */
 export const UNKEYED_FLAG = "unkeyed-v1";
@@ -25,7 +26,6 @@ export async function resolveHashMode(
   if (keyring.shredded()) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
   let key = await keyring.embedderKey();
   if (!key) {
-    if (embedderFlag(sql) === UNKEYED_FLAG) return { kind: "unkeyed" };
     const hasAtoms = sql.exec(`SELECT 1 FROM atoms WHERE tenant = ? LIMIT 1`, tenant).toArray().length > 0;
     if (hasAtoms) {
       sql.exec(
@@ -35,6 +35,7 @@ export async function resolveHashMode(
       return { kind: "unkeyed" };
     }
     key = await keyring.createEmbedderKey();
+    sql.exec(`DELETE FROM tenant_meta WHERE key = 'embedder_hash'`);
   }
   return { kind: "keyed", hasher: new KeyedFeatureHasher(await deriveSipKeys(key, tenant), dimensions) };
 }

@@ -275,7 +275,7 @@ describe("the tenant's embedder key", () => {
     });
   });
 
-  it("a tenant whose atoms predate keyed hashing stays on the unkeyed hash, for good", async () => {
+  it("a tenant whose atoms predate keyed hashing stays on the unkeyed hash while it has atoms", async () => {
     const tenant = uniqueTenant("emb-legacy");
     const caller = await kbCaller(tenant);
     await caller.ok("add_atoms", { atoms: [{ id: "old", text: "an atom embedded before keys existed" }] });
@@ -292,10 +292,20 @@ describe("the tenant's embedder key", () => {
       const [vector] = await context.embedder.embed([text]);
       expect(context.embedder.model).toBe(LOCAL_EMBEDDER_MODEL);
       expect(Array.from(vector as Float32Array)).toEqual(Array.from(hashEmbed(text, DIMS)));
-      // Sticky: with every atom gone the tenant still embeds as before (no silent switch mid-life).
-      sql.exec(`DELETE FROM atoms`);
-      expect((await resolveHashMode(sql, tenant, ring, DIMS)).kind).toBe("unkeyed");
-      expect(sql.exec(`SELECT COUNT(*) AS n FROM embedder_keys`).one().n).toBe(0);
+      // That instance keeps the unkeyed hash for its lifetime, even with every atom gone (no switch mid-life).
+      await context.kb.delete(["old"]);
+      const [same] = await context.embedder.embed([text]);
+      expect(Array.from(same as Float32Array)).toEqual(Array.from(hashEmbed(text, DIMS)));
+      // The next instance that starts with no atom creates the key: nothing stored was made with the old hash.
+      const next = new TenantContext(state, env, tenant);
+      const [keyed] = await next.embedder.embed([text]);
+      expect(next.embedder.model).toBe(KEYED_EMBEDDER_MODEL);
+      expect(Array.from(keyed as Float32Array)).not.toEqual(Array.from(hashEmbed(text, DIMS)));
+      expect(sql.exec(`SELECT COUNT(*) AS n FROM embedder_keys`).one().n).toBe(1);
+      expect(sql.exec(`SELECT key FROM tenant_meta WHERE key = 'embedder_hash'`).toArray()).toEqual([]);
+      // Keyed for good: atoms written now keep it keyed in later instances.
+      await next.kb.add([{ id: "new", text }]);
+      expect((await new TenantContext(state, env, tenant).kb.search(text, 1, null))[0]?.id).toBe("new");
     });
   });
 });
