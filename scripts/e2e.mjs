@@ -16,6 +16,8 @@ import { freePort } from "./e2e/ports.mjs";
 import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
 import { startAuthProxy } from "./e2e/proxy.mjs";
 import { Report } from "./e2e/report.mjs";
+import { startPortChecks } from "./e2e/start-port.mjs";
+import { tenantCliChecks } from "./e2e/tenant-cli.mjs";
 import { startWranglerDev, tail, waitForHealthy } from "./e2e/wrangler.mjs";
 import { mintDevToken } from "./token.mjs";
 
@@ -83,7 +85,11 @@ async function main() {
   });
 
   const capabilities = await clientChecks(resource, mint);
+  const adminToken = await mintDevToken({ admin: true, sub: "e2e-operator", ttl: 900, aud: `${base}/admin`, keysDir });
+  await tenantCliChecks({ report, root, base, adminToken, tenant: "e2e-a" });
   await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
+  // The same dev issuer key as the rest of the run (the server trusts publicKeys).
+  await startPortChecks({ report, root, workDir: state.workDir, publicKeys, keysDir: join(state.workDir, "keys") });
 }
 
 /** Both client generations for two tenants, then the session boundary. Returns the server's capabilities. */

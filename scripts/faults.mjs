@@ -5,6 +5,7 @@
 //   --seed N          replay a run's schedule (printed at the start)
 //   --full            at least 10 kill points per scenario (default: the short CI form)
 //   --kills N         kill points per scenario (overrides the form's default)
+//   --doc-mb N        size of the ingest scenarios' document (default 2, full form 4), e.g. 14 for the neighbour
 //   --scenario NAME   run only this scenario (repeatable): writes documents rotation offboard sync-ingest
 //                     queued-ingest neighbour
 //   --memory          instead: workerd RSS at warm start and after 10k and 30k mixed requests (.faults/memory.json)
@@ -53,6 +54,7 @@ const { values: args } = parseArgs({
     kills: { type: "string" },
     scenario: { type: "string", multiple: true },
     memory: { type: "boolean", default: false },
+    "doc-mb": { type: "string" },
   },
 });
 const seed = args.seed !== undefined ? Number(args.seed) : Math.floor(Math.random() * 2 ** 31);
@@ -63,7 +65,10 @@ for (const name of selected) {
 }
 const killPoints = args.kills !== undefined ? Number(args.kills) : args.full ? 10 : 2;
 // Bounded whatever happens: the short form fits CI, the full form a long local run.
-const HARD_TIMEOUT_MS = (args.memory ? 20 : args.full ? 90 : 12) * 60_000;
+const HARD_TIMEOUT_MS = (args.memory ? 45 : args.full ? 90 : 12) * 60_000;
+// The ingest scenarios' document (and so the noisy neighbour's load): 2 MB short, 4 MB full, or --doc-mb N (1–16).
+const docBytes = args["doc-mb"] !== undefined ? Number(args["doc-mb"]) * 1e6 : args.full ? 4e6 : 2e6;
+if (!(docBytes >= 1e6 && docBytes <= 16e6)) throw new Error("--doc-mb must be between 1 and 16");
 const SCENARIO_TIMEOUT_MS = (args.full ? 30 : 5) * 60_000;
 
 const report = new FaultReport();
@@ -127,6 +132,8 @@ async function main() {
     report,
     figures,
     shared: {},
+    outDir,
+    docBytes,
     admin: adminClient(base, adminToken),
     tenantClient: async (tenant, sub = "faults") =>
       toolClient(base, await mintDevToken({ tenant, sub, scope: "mcp kb.read kb.write", ttl, aud: resource, keysDir })),

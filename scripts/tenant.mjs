@@ -8,17 +8,24 @@
 //                                                index VECTOR_PLACEMENT gives it, or whatever the configuration says
 //   npm run tenant -- list                       tenants and their states
 //   npm run tenant -- rewrap-master              rewrap every tenant's keys under MASTER_KEY_EPOCH (then GET progress)
+//   npm run tenant -- egress <tenant> [--allow URL]... [--clear]
+//                                                the origins server code may fetch for the tenant (import_url): shown,
+//                                                replaced by the --allow URLs' origins, or emptied; downstream
+//                                                resources of the policy are kept as they are
 // Options: --url http://localhost:8787 (another deployment: --url https://kb.example.com and ADMIN_TOKEN=... in the
 // environment), --wait (poll until the background job finishes).
 import { parseArgs } from "node:util";
-import { mintDevToken } from "./token.mjs";
+import { devServerResource, mintDevToken } from "./token.mjs";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
-    url: { type: "string", default: "http://localhost:8787" },
+    // The last `npm start` records its address (scripts/start.mjs); 8787 otherwise.
+    url: { type: "string", default: new URL(devServerResource() ?? "http://localhost:8787").origin },
     yes: { type: "boolean", default: false },
     wait: { type: "boolean", default: false },
+    allow: { type: "string", multiple: true, default: [] },
+    clear: { type: "boolean", default: false },
   },
 });
 const [command, tenant] = positionals;
@@ -67,6 +74,12 @@ async function waitFor(done, read) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   throw new Error("gave up waiting after 10 minutes");
+}
+
+/** An https origin, as the egress policy stores it (the server refuses anything else too). */
+function originOf(url) {
+  if (!URL.canParse(url) || new URL(url).protocol !== "https:") throw new Error(`egress: not an https URL: ${url}`);
+  return new URL(url).origin;
 }
 
 const print = (value) => console.log(JSON.stringify(value, null, 2));
@@ -125,9 +138,21 @@ try {
           ),
         );
       break;
+    case "egress": {
+      const t = requireTenant();
+      const current = (await call("GET", `/admin/tenants/${t}`)).egress;
+      if (values.allow.length === 0 && !values.clear) {
+        print(current);
+        break;
+      }
+      if (values.allow.length > 0 && values.clear) throw new Error("egress: --allow and --clear exclude each other");
+      const origins = values.clear ? [] : [...new Set(values.allow.map(originOf))];
+      print((await call("PUT", `/admin/tenants/${t}/egress`, { ...current, origins })).egress);
+      break;
+    }
     default:
       console.error(
-        "usage: npm run tenant -- status|rotate|offboard|placement|list|rewrap-master [tenant] [local|vectorize|default] [--url URL] [--yes] [--wait]",
+        "usage: npm run tenant -- status|rotate|offboard|placement|list|rewrap-master|egress [tenant] [local|vectorize|default] [--url URL] [--yes] [--wait] [--allow URL]... [--clear]",
       );
       process.exit(2);
   }

@@ -3,12 +3,22 @@
 //   npm run token -- --tenant acme --sub alice [--scope "mcp kb.read kb.write"] [--ttl 3600] [--aud URL]
 //   npm run token -- --admin [--sub operator]      (platform-admin token for the admin API)
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { importJWK, SignJWT } from "jose";
-import { ensureDevKeys } from "./dev-keys.mjs";
+import { devKeyPaths, ensureDevKeys } from "./dev-keys.mjs";
 
 export const DEV_ISSUER = "https://dev-issuer.invalid";
 export const DEFAULT_AUDIENCE = "http://localhost:8787/mcp";
+
+/** The resource of the last `npm start` (scripts/start.mjs records it), or null. */
+export function devServerResource() {
+  try {
+    return JSON.parse(readFileSync(join(devKeyPaths().dir, "dev-server.json"), "utf8")).resource ?? null;
+  } catch {
+    return null;
+  }
+}
 
 export async function mintDevToken({ tenant, sub, scope, ttl, aud, keysDir, admin = false }) {
   if (!admin && !/^[a-z0-9][a-z0-9-]{1,62}$/.test(tenant ?? "")) {
@@ -48,7 +58,7 @@ if (isMain) {
         admin: { type: "boolean", default: false },
       },
     });
-    const resource = process.env.MCP_RESOURCE ?? DEFAULT_AUDIENCE;
+    const resource = process.env.MCP_RESOURCE ?? devServerResource() ?? DEFAULT_AUDIENCE;
     const aud = values.aud ?? (values.admin ? `${new URL(resource).origin}/admin` : resource);
     const token = await mintDevToken({ ...values, aud, ttl: parseTtl(values.ttl) });
     process.stdout.write(`${token}\n`);

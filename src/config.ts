@@ -30,6 +30,10 @@ export const ASYMMETRIC_ALGORITHMS = [
 ] as const;
 
 export const MCP_PATH = "/mcp";
+/** What the MCP endpoint serves (`Allow` on 405): no standalone server stream, so never GET. */
+export const MCP_METHODS: readonly string[] = ["POST", "DELETE"];
+/** What `/v1/documents/:id` serves. */
+export const DOCUMENT_METHODS: readonly string[] = ["GET", "HEAD", "PUT", "DELETE"];
 export const MAX_TOKEN_BYTES = 8192;
 
 export interface Config {

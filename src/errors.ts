@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   ERR_TOKEN_SUBJECT: 401,
   /** A token for one role also names the other (tenant vs platform admin): roles are exclusive. */
   ERR_TOKEN_AUDIENCE: 401,
+  ERR_TOKEN_WRONG_AUDIENCE: 401,
   /** Older than AUTH_MAX_TOKEN_AGE_S (from `iat`), whatever its `exp`. */
   ERR_TOKEN_TOO_OLD: 401,
   /** Revoked through the admin API (by `jti`, or by subject for tokens issued before a time). */
@@ -81,6 +82,20 @@ export class KbError extends Error {
   }
 }
 
+/**
+ * 401 for a genuine token (trusted issuer, valid signature) issued for another audience: the client is told which
+ * audience this endpoint expects (public: it is the resource in the RFC 9728 metadata), since the usual cause is a
+ * client configured for another host or port. Nothing is said about any other failed check.
+ */
+export class WrongAudienceError extends KbError {
+  readonly expected: string;
+
+  constructor(expected: string, options?: { cause?: unknown }) {
+    super("ERR_TOKEN_WRONG_AUDIENCE", "token audience is not this resource", options);
+    this.expected = expected;
+  }
+}
+
 /** 403 insufficient_scope, naming the scopes the request needs (RFC 6750 section 3.1). */
 export class InsufficientScopeError extends KbError {
   readonly scopes: readonly string[];
@@ -101,6 +116,16 @@ export class QuotaError extends KbError {
   }
 }
 
+/** 405 with the methods the resource does serve (the `Allow` header must list exactly those). */
+export class MethodNotAllowedError extends KbError {
+  readonly allow: readonly string[];
+
+  constructor(allow: readonly string[]) {
+    super("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    this.allow = allow;
+  }
+}
+
 export function isKbError(value: unknown): value is KbError {
   return value instanceof KbError;
 }
@@ -114,13 +139,21 @@ export function isKbError(value: unknown): value is KbError {
 export function kbErrorOf(error: unknown): KbError | null {
   if (isKbError(error)) return error;
   if (!(error instanceof Error) || error.name !== "KbError") return null;
-  const { code, scopes, retryAfterS } = error as Error & { code?: unknown; scopes?: unknown; retryAfterS?: unknown };
+  const { code, scopes, retryAfterS, allow } = error as Error & {
+    code?: unknown;
+    scopes?: unknown;
+    retryAfterS?: unknown;
+    allow?: unknown;
+  };
   if (typeof code !== "string" || !Object.hasOwn(ERROR_CODES, code)) return null;
   if ((code === "ERR_RATE_LIMITED" || code === "ERR_QUOTA") && typeof retryAfterS === "number") {
     return new QuotaError(code, error.message, retryAfterS);
   }
   if (code === "ERR_INSUFFICIENT_SCOPE" && Array.isArray(scopes) && scopes.every((s) => typeof s === "string")) {
     return new InsufficientScopeError(scopes);
+  }
+  if (code === "ERR_METHOD_NOT_ALLOWED" && Array.isArray(allow) && allow.every((m) => typeof m === "string")) {
+    return new MethodNotAllowedError(allow);
   }
   return new KbError(code as ErrorCode, error.message, { cause: error });
 }

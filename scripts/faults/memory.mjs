@@ -2,6 +2,8 @@
 // and 30k mixed requests (whoami, add_atoms, search, get_atom, list_atoms, and 2025-11-25 session initialize + call
 // + DELETE) across a few tenants. The data set is kept flat (atom ids cycle), so growth is the server's, not data.
 import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { isolateHeap } from "./inspector.mjs";
 import { words } from "./rng.mjs";
 import { pool } from "./verify.mjs";
 
@@ -49,7 +51,16 @@ export async function memoryRun(ctx, outFile) {
     requests++;
   };
 
-  const sample = (label) => {
+  const sample = async (label) => {
+    let heap = null;
+    try {
+      const snapshotFile = process.env.FAULTS_HEAP_SNAPSHOTS
+        ? join(ctx.outDir, `heap-${label}.heapsnapshot`)
+        : undefined;
+      heap = await isolateHeap(ctx.server.inspectorPort, { snapshotFile });
+    } catch (error) {
+      heap = { error: error.message };
+    }
     const processes = ctx.server.workerdRss();
     const point = {
       label,
@@ -57,9 +68,11 @@ export async function memoryRun(ctx, outFile) {
       at: new Date().toISOString(),
       processes,
       totalMb: Math.round(processes.reduce((sum, p) => sum + p.rssKb, 0) / 1024),
+      heap,
+      heapMb: heap?.usedBytes ? Math.round((heap.usedBytes / 2 ** 20) * 10) / 10 : null,
     };
     console.log(
-      `memory: ${label}: ${processes.map((p) => `workerd ${p.pid} ${Math.round(p.rssKb / 1024)} MB`).join(", ")} (${requests} requests)`,
+      `memory: ${label}: ${processes.map((p) => `workerd ${p.role} ${Math.round(p.rssKb / 1024)} MB`).join(", ")}; isolate heap ${point.heapMb ?? "?"} MB${heap?.error ? ` (${heap.error})` : ""} (${requests} requests)`,
     );
     return point;
   };
@@ -77,16 +90,19 @@ export async function memoryRun(ctx, outFile) {
     await pool(batch, CONCURRENCY, one);
   };
   await runUntil(300); // warm: every tenant object exists, code paths compiled
-  const points = [sample("warm")];
+  const points = [await sample("warm")];
   for (const mark of MARKS) {
     await runUntil(mark);
-    points.push(sample(`${mark / 1000}k`));
+    points.push(await sample(`${mark / 1000}k`));
   }
   const warm = points[0].totalMb;
+  const warmHeap = points[0].heapMb;
   const growth = points.map((p) => ({
     label: p.label,
     totalMb: p.totalMb,
     vsWarm: `${(((p.totalMb - warm) / warm) * 100).toFixed(0)}%`,
+    heapMb: p.heapMb,
+    heapVsWarm: p.heapMb && warmHeap ? `${(((p.heapMb - warmHeap) / warmHeap) * 100).toFixed(0)}%` : null,
   }));
   const result = {
     seed: ctx.seed,
@@ -103,7 +119,9 @@ export async function memoryRun(ctx, outFile) {
     "memory",
     `RSS measured at warm start and after ${MARKS.map((m) => `${m / 1000}k`).join(" and ")} mixed requests`,
     points.some((p) => p.processes.length === 0) ? ["no workerd process found in the wrangler group"] : [],
-    growth.map((g) => `${g.label} ${g.totalMb} MB (${g.vsWarm})`).join(", "),
+    growth
+      .map((g) => `${g.label} ${g.totalMb} MB (${g.vsWarm}), heap ${g.heapMb ?? "?"} MB (${g.heapVsWarm ?? "?"})`)
+      .join(", "),
     started,
   );
 }

@@ -15,6 +15,8 @@ export class Server {
   starts = 0;
   kills = 0;
   restartMs = [];
+  /** The DevTools port of the current start (the isolate's heap is read through it). */
+  inspectorPort = null;
 
   /** options: {root, workDir, port, vars, logFile} */
   constructor(options) {
@@ -29,6 +31,7 @@ export class Server {
   async start() {
     const started = Date.now();
     const inspectorPort = await freePort([this.#options.port]);
+    this.inspectorPort = inspectorPort;
     this.#handle = startWranglerDev({ ...this.#options, inspectorPort });
     this.starts++;
     await waitForHealthy(this.base, this.#handle, HEALTHY_TIMEOUT_MS);
@@ -78,7 +81,11 @@ export class Server {
         if (Number(fields[2]) !== pgid || !comm.includes("workerd")) continue;
         const status = readFileSync(`/proc/${name}/status`, "utf8");
         const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-        found.push({ pid: Number(name), rssKb: rss });
+        // wrangler dev runs the Worker in the workerd started with an inspector address; the other one hosts
+        // wrangler's own proxy workers (no project code runs there).
+        const cmdline = readFileSync(`/proc/${name}/cmdline`, "utf8");
+        const role = cmdline.includes("--inspector-addr") ? "worker" : "wrangler-proxy";
+        found.push({ pid: Number(name), role, rssKb: rss });
       } catch {
         // the process went away between readdir and read
       }

@@ -8,7 +8,7 @@ import {
   jwtVerify,
 } from "jose";
 import { type Config, MAX_TOKEN_BYTES } from "../config";
-import { type ErrorCode, InsufficientScopeError, KbError } from "../errors";
+import { type ErrorCode, InsufficientScopeError, KbError, WrongAudienceError } from "../errors";
 import { type Identity, isTenantId, JTI_PATTERN, SUBJECT_PATTERN } from "./identity";
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -106,6 +106,10 @@ async function verifyJwt(
     });
     return payload;
   } catch (error) {
+    // jose checks claims only after the signature, so this is said only to holders of a genuine token.
+    if (error instanceof errors.JWTClaimValidationFailed && error.claim === "aud" && error.reason === "check_failed") {
+      throw new WrongAudienceError(audience, { cause: error });
+    }
     throw mapJoseError(error, config.jwks.kind === "remote");
   }
 }

@@ -1,5 +1,6 @@
 import type { Identity } from "../auth/identity";
-import { InsufficientScopeError, KbError } from "../errors";
+import { DOCUMENT_METHODS } from "../config";
+import { InsufficientScopeError, KbError, MethodNotAllowedError } from "../errors";
 import type { TenantContext } from "../tenant/tenant-context";
 import { type RangeRequest, resolveRange } from "./encrypted-blobs";
 import { documentSecurityHeaders } from "./response-headers";
@@ -64,7 +65,7 @@ export async function serveDocumentRequest(
       return new Response(null, { status: 204 });
     }
     default:
-      throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+      throw new MethodNotAllowedError(DOCUMENT_METHODS);
   }
 }
 

@@ -6,8 +6,8 @@ import { hasScopes } from "../auth/identity";
 import { keyResolver } from "../auth/keys";
 import { protectedResourceMetadata } from "../auth/resource-metadata";
 import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
-import { type Config, loadConfig, MCP_PATH } from "../config";
-import { InsufficientScopeError, KbError, toKbError } from "../errors";
+import { type Config, DOCUMENT_METHODS, loadConfig, MCP_METHODS, MCP_PATH } from "../config";
+import { InsufficientScopeError, KbError, MethodNotAllowedError, toKbError } from "../errors";
 import { registerTokenRoutes } from "../exchange/token-route";
 import { log } from "../log";
 import { tenantStub } from "../tenant/route";
@@ -96,9 +96,9 @@ export function createApp(): Hono<AppEnv> {
     const config = requireConfig(c.var.config);
     const request = c.req.raw;
     checkOriginAndHost(request, config);
-    if (!["GET", "POST", "DELETE"].includes(request.method)) {
-      throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
-    }
+    // GET is passed on so that a GET naming a session is answered for that session (404 unknown, 405 known);
+    // no standalone server stream is offered, so Allow never lists GET.
+    if (!["GET", "POST", "DELETE"].includes(request.method)) throw new MethodNotAllowedError(MCP_METHODS);
     checkProtocolVersion(request);
     const declared = request.headers.get("content-length");
     if (declared !== null && Number(declared) > config.maxBodyBytes) {
@@ -130,9 +130,7 @@ export function createApp(): Hono<AppEnv> {
     const config = requireConfig(c.var.config);
     const request = c.req.raw;
     checkOriginAndHost(request, config);
-    if (!["GET", "HEAD", "PUT", "DELETE"].includes(request.method)) {
-      throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
-    }
+    if (!DOCUMENT_METHODS.includes(request.method)) throw new MethodNotAllowedError(DOCUMENT_METHODS);
     const identity = await authenticate(c, config);
     const headers = new Headers();
     for (const name of ["content-type", "content-length", "range"]) {

@@ -1,5 +1,12 @@
 import type { Config } from "../config";
-import { type ErrorCode, InsufficientScopeError, type KbError, QuotaError } from "../errors";
+import {
+  type ErrorCode,
+  InsufficientScopeError,
+  type KbError,
+  MethodNotAllowedError,
+  QuotaError,
+  WrongAudienceError,
+} from "../errors";
 
 /** The one place that turns an error into an HTTP response. Bodies never carry stack traces or secrets. */
 export interface ErrorContext {
@@ -38,10 +45,17 @@ export function errorResponse(error: KbError, context: ErrorContext): Response {
     if (context.config.requiredScopes.length) challenge.push(`scope="${context.config.requiredScopes.join(" ")}"`);
     if (context.tokenSent) challenge.push(`error="invalid_token"`);
     headers.set("www-authenticate", challenge.join(", "));
-    // Deliberately no detail: which check failed is logged, never told to the client.
-    body = context.tokenSent
-      ? { error: "invalid_token", error_description: "The access token is invalid." }
-      : { error: "invalid_request", error_description: "An access token is required." };
+    if (error instanceof WrongAudienceError) {
+      // A genuine token for another resource (usually a client set up for another host or port): say which one.
+      const description = `The access token is for another audience; this endpoint accepts tokens for ${error.expected}.`;
+      headers.set("www-authenticate", `${challenge.join(", ")}, error_description="${description}"`);
+      body = { error: "invalid_token", error_description: description };
+    } else {
+      // Deliberately no detail: which check failed is logged, never told to the client.
+      body = context.tokenSent
+        ? { error: "invalid_token", error_description: "The access token is invalid." }
+        : { error: "invalid_request", error_description: "An access token is required." };
+    }
   } else if (error.code === "ERR_INSUFFICIENT_SCOPE" && context.config) {
     const scope = (error instanceof InsufficientScopeError ? error.scopes : context.config.requiredScopes).join(" ");
     headers.set(
@@ -53,7 +67,7 @@ export function errorResponse(error: KbError, context: ErrorContext): Response {
     const message = status === 503 ? "Service unavailable" : "Internal error";
     body = { jsonrpc: "2.0", id: null, error: { code: -32603, message, data: { code: error.code } } };
   } else {
-    if (status === 405) headers.set("allow", "GET, POST, DELETE");
+    if (error instanceof MethodNotAllowedError) headers.set("allow", error.allow.join(", "));
     if (error instanceof QuotaError) headers.set("retry-after", String(error.retryAfterS));
     body = {
       jsonrpc: "2.0",

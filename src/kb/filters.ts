@@ -1,3 +1,4 @@
+import { z } from "zod";
 import { KbError } from "../errors";
 import { LIMITS, utf8Length } from "./limits";
 
@@ -15,6 +16,50 @@ export interface AtomFilter {
 // Constant lookup table (never mutated, tenant-neutral).
 const SCOPE_KEYS = new Set(["tenant", "tenant_id", "tenantid", "namespace", "index", "org", "account"]);
 
+/** Refusal text for keys a filter clause does not allow; keys are echoed printable-only. */
+export function filterKeyRefusal(keys: readonly string[], where: string, allowed: string): string {
+  const key = keys[0] ?? "";
+  const folded = key.normalize("NFKC").toLowerCase();
+  if (SCOPE_KEYS.has(folded) || folded.includes("tenant") || folded.includes("namespace")) {
+    return `${where} key "${printable(key)}" is not allowed: the tenant scope comes from your access token`;
+  }
+  return `unknown key "${printable(key)}" in ${where} (allowed: ${allowed})`;
+}
+
+const refuseKeys = (where: string, allowed: string) => (issue: { code?: string; keys?: string[] }) =>
+  issue.code === "unrecognized_keys" ? filterKeyRefusal(issue.keys ?? [], where, allowed) : undefined;
+const filterValues = z.array(z.string().min(1).max(LIMITS.sourceChars)).min(1).max(LIMITS.filterValues);
+
+/**
+ * The filter's shape as the search tool publishes it (tools/list) and the SDK checks it before the tool runs:
+ * strict at every level (additionalProperties false), so a client sees exactly what is accepted. parseFilter
+ * below still checks everything itself (size, emptiness) and is the only code that turns input into a filter.
+ */
+export const FILTER_SCHEMA = z
+  .strictObject(
+    {
+      tags: z
+        .union([
+          filterValues,
+          z.strictObject(
+            { any: filterValues.optional(), all: filterValues.optional() },
+            { error: refuseKeys("filter.tags", "any, all") },
+          ),
+        ])
+        .optional()
+        .describe("A list (any of them), or {any: [...], all: [...]}."),
+      source: z
+        .union([
+          z.string().min(1).max(LIMITS.sourceChars),
+          z.strictObject({ in: filterValues }, { error: refuseKeys("filter.source", "in") }),
+        ])
+        .optional()
+        .describe("One source, or {in: [...]}."),
+    },
+    { error: refuseKeys("filter", "tags, source") },
+  )
+  .describe("Allowed keys: tags, source (the tenant always comes from your access token).");
+
 export function parseFilter(input: unknown): AtomFilter | null {
   if (input === undefined || input === null) return null;
   if (typeof input !== "object" || Array.isArray(input)) invalid("filter must be an object");
@@ -22,13 +67,7 @@ export function parseFilter(input: unknown): AtomFilter | null {
     invalid(`filter is larger than ${LIMITS.filterBytes} bytes`);
   const filter = input as Record<string, unknown>;
   for (const key of Object.keys(filter)) {
-    const folded = key.normalize("NFKC").toLowerCase();
-    if (SCOPE_KEYS.has(folded) || folded.includes("tenant") || folded.includes("namespace")) {
-      invalid(`filter key "${printable(key)}" is not allowed: the tenant scope comes from your access token`);
-    }
-    if (key !== "tags" && key !== "source") {
-      invalid(`unknown filter key "${printable(key)}" (allowed: tags, source)`);
-    }
+    if (key !== "tags" && key !== "source") invalid(filterKeyRefusal([key], "filter", "tags, source"));
   }
   const tags = parseTags(filter.tags);
   const sources = parseSources(filter.source);
@@ -46,7 +85,7 @@ function parseTags(value: unknown): { tagsAny: string[]; tagsAll: string[] } {
   if (typeof value !== "object" || value === null) invalid("filter.tags must be a list or {any, all}");
   const clause = value as Record<string, unknown>;
   for (const key of Object.keys(clause)) {
-    if (key !== "any" && key !== "all") invalid(`unknown key "${printable(key)}" in filter.tags (allowed: any, all)`);
+    if (key !== "any" && key !== "all") invalid(filterKeyRefusal([key], "filter.tags", "any, all"));
   }
   return {
     tagsAny: clause.any === undefined ? [] : stringList(clause.any, "tags.any"),
@@ -62,7 +101,7 @@ function parseSources(value: unknown): string[] {
   }
   const clause = value as Record<string, unknown>;
   for (const key of Object.keys(clause)) {
-    if (key !== "in") invalid(`unknown key "${printable(key)}" in filter.source (allowed: in)`);
+    if (key !== "in") invalid(filterKeyRefusal([key], "filter.source", "in"));
   }
   return stringList(clause.in, "source.in");
 }

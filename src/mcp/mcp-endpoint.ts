@@ -5,8 +5,8 @@ import {
   type McpServer,
 } from "@modelcontextprotocol/server";
 import type { Identity } from "../auth/identity";
-import type { Config } from "../config";
-import { InsufficientScopeError, KbError } from "../errors";
+import { type Config, MCP_METHODS } from "../config";
+import { InsufficientScopeError, KbError, MethodNotAllowedError } from "../errors";
 import { MODERN_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from "../http/transport-guards";
 import { log } from "../log";
 import type { SessionStore } from "./sessions";
@@ -112,7 +112,7 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
 
   const sessionId = request.headers.get("mcp-session-id");
   if (!sessionId) {
-    if (request.method === "GET") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+    if (request.method === "GET") throw new MethodNotAllowedError(MCP_METHODS);
     throw new KbError("ERR_SESSION_REQUIRED", "Bad Request: Mcp-Session-Id header is required");
   }
   if (request.method === "DELETE") {
@@ -131,7 +131,7 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
   const session = await sessions.touch(identity.subject, sessionId, now);
   if (!session) throw new KbError("ERR_SESSION_NOT_FOUND", "Session not found");
   // No standalone server-to-client stream is offered (the spec allows 405 for GET).
-  if (request.method !== "POST") throw new KbError("ERR_METHOD_NOT_ALLOWED", "Method not allowed.");
+  if (request.method !== "POST") throw new MethodNotAllowedError(MCP_METHODS);
   // Unsupported versions were refused at the edge. A different supported legacy version is tolerated (clients
   // SHOULD send the negotiated one), but the session is always served at the version it negotiated.
   const header = request.headers.get("mcp-protocol-version");

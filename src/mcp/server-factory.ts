@@ -2,11 +2,9 @@ import { createRequestStateCodec, McpServer, type ServerContext } from "@modelco
 import type { Config } from "../config";
 import type { TenantContext } from "../tenant/tenant-context";
 import type { RequestScope } from "./request-scope";
-import { registerDocumentTools } from "./tools/document-tools";
-import { registerExtractionTools } from "./tools/extraction-tools";
-import { registerImportTool } from "./tools/import-tool";
-import { registerKbTools } from "./tools/kb-tools";
-import { registerWhoami } from "./tools/whoami";
+import { registerTools, TOOLS } from "./tools/catalog";
+import { registerAtomResource } from "./tools/kb-tools";
+import type { ToolDeclaration } from "./tools/tool-declaration";
 
 export const SERVER_INFO = { name: "tenant-mcp-kb", version: "0.1.0" } as const;
 
@@ -15,7 +13,7 @@ const PRIVATE = { ttlMs: 0, cacheScope: "private" } as const;
 
 /**
  * Builds a fresh MCP server for one request of one verified caller. Nothing is shared between instances: the
- * factory runs per request, inside the caller's tenant object.
+ * factory runs per request, inside the caller's tenant object. `tools` is every declared tool but in tests.
  */
 export function createTenantMcpServer(
   scope: RequestScope,
@@ -23,6 +21,7 @@ export function createTenantMcpServer(
   tenant: TenantContext,
   config: Config,
   schedule: () => Promise<void>,
+  tools: readonly ToolDeclaration[] = TOOLS,
 ): McpServer {
   // requestState round-trips through the client: it is MAC'd under the tenant's key and bound to tenant, subject
   // and method, so state minted for one caller is refused for any other. One codec per live key version (current
@@ -60,10 +59,9 @@ export function createTenantMcpServer(
     },
     requestState: { verify: requestState.verify },
   });
-  registerWhoami(server, scope);
-  registerKbTools(server, scope, tenant.kb);
-  registerDocumentTools(server, scope, tenant.blobs);
-  registerImportTool(server, scope, tenant, config);
-  registerExtractionTools(server, scope, { runs: tenant.runs(), kb: tenant.kb, schedule });
+  const deps = { scope, tenant, config, schedule };
+  registerTools(server, deps, tools);
+  // The atom template is offered, like the tools, only to a caller who may read it.
+  if (scope.identity.scopes.includes("kb.read")) registerAtomResource(server, deps);
   return server;
 }

@@ -85,8 +85,10 @@ const invalidTokenCases: HttpCase[] = [
     send: async (tenant) => postInitialize(await signTrusted(claims(tenant, { iat: now() - 7200, exp: now() - 3600 }))),
   },
   {
-    name: "wrong aud",
-    send: async (tenant) => postInitialize(await signTrusted(claims(tenant, { aud: "https://other.test/mcp" }))),
+    // Forged and for another audience: the signature fails first, so nothing is said about the audience.
+    name: "wrong aud, attacker-signed",
+    send: async (tenant) =>
+      postInitialize(await sign(claims(tenant, { aud: "https://other.test/mcp" }), { alg: "ES256" }, attackerJwk)),
   },
   {
     name: "wrong iss",
@@ -179,6 +181,19 @@ describe("HTTP: every invalid token is refused with the same uninformative 401, 
     // Byte-for-byte the same body as for a garbage token: nothing distinguishes one failure from another.
     expect(text).toBe(referenceBody);
 
+    expect(await tenantObjectExists(tenant)).toBe(false);
+  });
+
+  it("a genuine token for another audience is told the expected audience (public), and no object is created", async () => {
+    const tenant = uniqueTenant("wrong-aud");
+    const response = await postInitialize(await signTrusted(claims(tenant, { aud: "https://other.test/mcp" })));
+    expect(response.status).toBe(401);
+    const description = `The access token is for another audience; this endpoint accepts tokens for ${RESOURCE}.`;
+    const challenge = response.headers.get("www-authenticate") ?? "";
+    expect(challenge.startsWith(CHALLENGE_PREFIX)).toBe(true);
+    expect(challenge).toContain('error="invalid_token"');
+    expect(challenge).toContain(`error_description="${description}"`);
+    expect(await response.json()).toEqual({ error: "invalid_token", error_description: description });
     expect(await tenantObjectExists(tenant)).toBe(false);
   });
 

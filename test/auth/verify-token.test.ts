@@ -263,12 +263,12 @@ const cases: AttackCase[] = [
   {
     name: "wrong aud (another resource)",
     token: async () => signTrusted(claims({ aud: "https://other.test/mcp" })),
-    code: "ERR_TOKEN_CLAIMS",
+    code: "ERR_TOKEN_WRONG_AUDIENCE",
   },
   {
     name: "aud is the origin, not the resource",
     token: async () => signTrusted(claims({ aud: "https://kb.test" })),
-    code: "ERR_TOKEN_CLAIMS",
+    code: "ERR_TOKEN_WRONG_AUDIENCE",
   },
   {
     name: "missing aud",

@@ -1,11 +1,10 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { KbError } from "../../src/errors";
 import { RESUME_AFTER_MS } from "../../src/extract/run-manager";
 import { LIMITS } from "../../src/kb/limits";
-import { TenantContext } from "../../src/tenant/tenant-context";
 import { docClient, putOk, tenantStub } from "../helpers/docs";
+import { inTenantObject } from "../helpers/in-object";
 import { kbCaller, uniqueTenant } from "../helpers/kb-client";
 import { expectedAtomIds, runRows, storedAtomIds } from "./helpers";
 
@@ -75,8 +74,7 @@ type Fault = "final" | "crash";
  * an unknown error (the attempt is lost, as with a crash of its object: the run is retried in a new object).
  */
 async function ingestWithFault(tenant: string, failAfter: number, fault: Fault) {
-  return runInDurableObject(tenantStub(tenant), async (_instance, state) => {
-    const context = new TenantContext(state, env, tenant);
+  return inTenantObject(tenant, async ({ context, state }) => {
     const runs = context.runs();
     const runId = runs.create("alice", DOC);
     const add = context.kb.add.bind(context.kb);
@@ -190,8 +188,7 @@ describe("ingest is atomic per run", () => {
 
   it("a roll-back cut short (the object dies mid-way) is finished by the alarm", async () => {
     const tenant = await tenantWithDoc("atomic-rollback");
-    const cut = await runInDurableObject(tenantStub(tenant), async (_instance, state) => {
-      const context = new TenantContext(state, env, tenant);
+    const cut = await inTenantObject(tenant, async ({ context, state }) => {
       const runs = context.runs();
       const runId = runs.create("alice", DOC);
       const add = context.kb.add.bind(context.kb);
@@ -227,9 +224,8 @@ describe("ingest is atomic per run", () => {
 
   it("the resume alarm is due before the first batch is written", async () => {
     const tenant = await tenantWithDoc("atomic-alarm");
-    const seen = await runInDurableObject(tenantStub(tenant), async (_instance, state) => {
+    const seen = await inTenantObject(tenant, async ({ context, state }) => {
       await state.storage.deleteAlarm();
-      const context = new TenantContext(state, env, tenant);
       const runs = context.runs();
       const runId = runs.create("alice", DOC);
       const add = context.kb.add.bind(context.kb);

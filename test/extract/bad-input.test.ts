@@ -1,9 +1,7 @@
-import { runInDurableObject } from "cloudflare:test";
-import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_SEGMENTER, MAX_JSON_CHARS } from "../../src/extract/segmenter";
-import { TenantContext } from "../../src/tenant/tenant-context";
-import { docClient, putOk, tenantStub } from "../helpers/docs";
+import { docClient, putOk } from "../helpers/docs";
+import { inTenantObject } from "../helpers/in-object";
 import { type KbCaller, kbCaller, uniqueTenant } from "../helpers/kb-client";
 import {
   atomCount,
@@ -235,8 +233,7 @@ describe("a 10 MiB markdown document", () => {
     expect(result.atoms_written).toBe(result.segments);
 
     // Every stored atom, opened inside the tenant object: none longer than one segment plus its overlap.
-    const stored = await runInDurableObject(tenantStub(tenant), async (_instance, state) => {
-      const kb = new TenantContext(state, env, tenant).kb;
+    const stored = await inTenantObject(tenant, async ({ context: { kb }, state }) => {
       const ids = state.storage.sql
         .exec<{ id: string }>(`SELECT id FROM atoms WHERE tenant = ?`, tenant)
         .toArray()

@@ -1,13 +1,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { createMcpHandler, McpServer } from "@modelcontextprotocol/server";
 import { expect } from "vitest";
-import type { Identity } from "../../src/auth/identity";
-import { HandleCodec } from "../../src/mcp/handles";
-import { registerDocumentTools } from "../../src/mcp/tools/document-tools";
-import { TenantContext } from "../../src/tenant/tenant-context";
-import { MODERN_VERSION, modernRequest } from "./clients";
-import { rpcResult } from "./mcp-http";
+import { tenantStub } from "./in-object";
 import { bearer, mintToken } from "./tokens";
 
 /**
@@ -17,7 +11,7 @@ import { bearer, mintToken } from "./tokens";
 
 export const DOCS_BASE = "https://kb.test/v1/documents";
 
-export const tenantStub = (tenant: string) => env.TENANT_SERVER.get(env.TENANT_SERVER.idFromName(tenant));
+export { tenantStub };
 
 export interface DocClient {
   readonly tenant: string;
@@ -169,51 +163,5 @@ export async function tableCells(tenant: string, table: string): Promise<{ colum
         cells.push({ column, bytes: Uint8Array.from(cellBytes(value)) });
     }
     return cells;
-  });
-}
-
-/**
- * Calls one document tool inside the tenant's object, on an MCP server with the real document tools registered
- * (registerDocumentTools) behind the SDK's 2026-07-28 handler, but without the edge's body cap: the test
- * configuration caps MCP bodies at 64 KiB, below the 512 KiB document limit of put_document. The identity is built
- * here as the edge would after verifying a token.
- */
-export async function callToolInObject(
-  tenant: string,
-  scopes: readonly string[],
-  name: string,
-  args: Record<string, unknown>,
-): Promise<{ result: Record<string, unknown>; text: string }> {
-  return runInDurableObject(tenantStub(tenant), async (_instance, state) => {
-    const context = new TenantContext(state, env, tenant);
-    const identity: Identity = {
-      tenant,
-      subject: "alice",
-      scopes,
-      tokenId: null,
-      expiresAt: Math.floor(Date.now() / 1000) + 600,
-      issuedAt: Math.floor(Date.now() / 1000),
-    };
-    const version = (await context.keyring.current()).version;
-    const handles = await HandleCodec.create(await context.keyring.subkey(version, "handles"), identity);
-    const server = new McpServer({ name: "in-object-test", version: "0" }, { capabilities: { tools: {} } });
-    registerDocumentTools(
-      server,
-      { identity, era: "modern", protocolVersion: MODERN_VERSION, requestId: "in-object-test", handles },
-      context.blobs,
-    );
-    const handler = createMcpHandler(() => server, { legacy: "reject", maxRequestBodySize: 8 * 1024 * 1024 });
-    const raw = modernRequest(1, "tools/call", { name, arguments: args });
-    const response = await handler.fetch(
-      new Request("https://kb.test/mcp", {
-        method: "POST",
-        headers: { ...raw.headers, "content-type": "application/json", accept: "application/json, text/event-stream" },
-        body: raw.body,
-      }),
-    );
-    const text = await response.text();
-    const message = await rpcResult(new Response(text, { headers: response.headers }));
-    expect(message.error, text).toBeUndefined();
-    return { result: message.result as Record<string, unknown>, text };
   });
 }

@@ -306,7 +306,7 @@ describe("content type, method and path", () => {
   it.each(["PUT", "PATCH"])("refuses %s with 405 and an Allow header", async (method) => {
     const token = await mintToken({ tenant: `method-${method.toLowerCase()}` });
     const response = await mcpFetch({ method, token, body: initializeBody() });
-    expect(response.headers.get("allow")).toBe("GET, POST, DELETE");
+    expect(response.headers.get("allow")).toBe("POST, DELETE");
     const body = await expectSafeErrorResponse(response, 405);
     expect(jsonRpcErrorCode(body)).toBe("ERR_METHOD_NOT_ALLOWED");
     expect(await tenantObjectExists(`method-${method.toLowerCase()}`)).toBe(false);

@@ -7,7 +7,6 @@ import { MCP_DOCUMENT_MAX_BYTES } from "../../src/mcp/tools/document-tools";
 import { base64url } from "../../src/util/bytes";
 import {
   allBucketKeys,
-  callToolInObject,
   containsBytes,
   type DocClient,
   docClient,
@@ -21,6 +20,7 @@ import {
   tenantStub,
 } from "../helpers/docs";
 import { jsonRpcErrorCode } from "../helpers/http";
+import { callToolInObject } from "../helpers/in-object";
 import { type KbCaller, kbCaller, type RpcAnswer, refusal, uniqueTenant } from "../helpers/kb-client";
 
 /**
@@ -175,13 +175,13 @@ describe("documents over MCP", () => {
     });
     expect(overEdge.status).toBe(413);
     // ... so the tool's own cap is exercised inside the tenant's object, through the real MCP server.
-    const over = await callToolInObject(tenant, ["mcp", "kb.read", "kb.write"], "put_document", {
+    const over = await callToolInObject(tenant, "put_document", {
       id: "too-big",
       text: "x".repeat(MCP_DOCUMENT_MAX_BYTES + 1),
     });
     expect(over.result.isError).toBe(true);
     expect((over.result.structuredContent as { error: { code: string } }).error.code).toBe("ERR_LIMIT");
-    const overBinary = await callToolInObject(tenant, ["mcp", "kb.read", "kb.write"], "put_document", {
+    const overBinary = await callToolInObject(tenant, "put_document", {
       id: "too-big",
       base64: base64url(new Uint8Array(MCP_DOCUMENT_MAX_BYTES + 1)),
     });
@@ -189,7 +189,7 @@ describe("documents over MCP", () => {
     expect(await documentKeys(tenant, "too-big")).toEqual([]);
     expect(refusal(await alice.call("get_document", { id: "too-big" })).code).toBe("ERR_NOT_FOUND");
 
-    const exact = await callToolInObject(tenant, ["mcp", "kb.read", "kb.write"], "put_document", {
+    const exact = await callToolInObject(tenant, "put_document", {
       id: "max-size",
       text: "y".repeat(MCP_DOCUMENT_MAX_BYTES),
     });
@@ -531,9 +531,10 @@ describe("documents over HTTP /v1/documents/:id", () => {
     expect((await documentRows(tenant)).some((row) => row.id === "delete-me")).toBe(false);
   });
 
-  it("other methods are 405", async () => {
+  it("other methods are 405 with an Allow header listing what the route serves", async () => {
     const response = await docs.request("size-1", { method: "POST", body: "x" });
     expect(response.status).toBe(405);
+    expect(response.headers.get("allow")).toBe("GET, HEAD, PUT, DELETE");
   });
 
   it("scopes: kb.read can GET/HEAD but not PUT or DELETE (403 naming kb.write); no token is 401", async () => {

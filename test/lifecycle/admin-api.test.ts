@@ -24,7 +24,11 @@ import {
 import { tenantObjectExists } from "../helpers/http";
 import { type KbCaller, kbCaller, uniqueTenant } from "../helpers/kb-client";
 import { mcpFetch } from "../helpers/mcp-http";
-import { ISSUER, mintToken } from "../helpers/tokens";
+import { ISSUER, mintToken, RESOURCE } from "../helpers/tokens";
+
+/** The one description a genuine token for another audience gets (issue 14: the audience is public). */
+const WRONG_AUDIENCE = (expected: string) =>
+  `The access token is for another audience; this endpoint accepts tokens for ${expected}.`;
 
 /**
  * The platform-admin API (src/admin/admin-api.ts): who may call it (an admin-audience token with `platform:admin`;
@@ -125,7 +129,11 @@ describe("who may call the admin API", () => {
       for (const route of routes(T)) {
         const answer = await admin(route.method, route.path, { token, body: route.body });
         expect(answer.status, `${route.method} ${route.path}`).toBe(401);
-        expect(answer.body).toEqual({ error: "invalid_token", error_description: "The access token is invalid." });
+        // A genuine token for the MCP resource: told that the admin API expects its own audience, nothing else.
+        expect(answer.body).toEqual({
+          error: "invalid_token",
+          error_description: WRONG_AUDIENCE(ADMIN_AUDIENCE),
+        });
         expect(answer.headers.get("www-authenticate") ?? "").toContain('error="invalid_token"');
       }
     }
@@ -165,7 +173,6 @@ describe("who may call the admin API", () => {
     const tokens = [
       await mintAdminToken({ ttl: -3600 }),
       await mintAdminToken({ claims: { iss: "https://other-issuer.test/" } }),
-      await mintAdminToken({ aud: "https://kb.test/admin/" }),
       forged,
     ];
     for (const token of tokens) {
@@ -173,6 +180,12 @@ describe("who may call the admin API", () => {
       expect(answer.status).toBe(401);
       expect(answer.body).toEqual({ error: "invalid_token", error_description: "The access token is invalid." });
     }
+    // A genuine admin token for a look-alike audience (trailing slash): told the audience the admin API expects.
+    const lookAlike = await admin("GET", `/admin/tenants/${T}`, {
+      token: await mintAdminToken({ aud: "https://kb.test/admin/" }),
+    });
+    expect(lookAlike.status).toBe(401);
+    expect(lookAlike.body).toEqual({ error: "invalid_token", error_description: WRONG_AUDIENCE(ADMIN_AUDIENCE) });
   });
 
   it("an admin token is not a tenant token: 401 at /mcp and /v1/documents, even with a tenant claim", async () => {
@@ -193,7 +206,8 @@ describe("who may call the admin API", () => {
         }),
       });
       expect(rpc.status).toBe(401);
-      expect(await rpc.json()).toEqual({ error: "invalid_token", error_description: "The access token is invalid." });
+      // The admin token is genuine, so the client is told /mcp wants its own audience (and nothing else).
+      expect(await rpc.json()).toEqual({ error: "invalid_token", error_description: WRONG_AUDIENCE(RESOURCE) });
       const document = await readAs(token, "doc-1");
       expect(document.status).toBe(401);
       // The legacy session of the tenant is not reachable with it either.

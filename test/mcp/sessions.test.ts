@@ -220,7 +220,8 @@ describe("transport rules", () => {
       headers: { ...sessionHeaders(sessionId), accept: "text/event-stream" },
     });
     expect(valid.status).toBe(405);
-    expect(valid.headers.get("allow")).toContain("POST");
+    // Allow agrees with the 405: it lists what the endpoint serves, and GET is not among them.
+    expect(valid.headers.get("allow")).toBe("POST, DELETE");
     await valid.text();
 
     const unknown = await mcpFetch({

@@ -32,7 +32,7 @@ export function generateMarkdown(rng, bytes) {
 export async function reference(ctx) {
   if (ctx.shared.reference) return ctx.shared.reference;
   const rng = ctx.rng.fork("ingest-document");
-  const document = generateMarkdown(rng, ctx.full ? 4_000_000 : 2_000_000);
+  const document = generateMarkdown(rng, ctx.docBytes);
   const client = await ctx.tenantClient(`f-ref-${ctx.seed}`);
   const started = Date.now();
   await putDocument(ctx.base, client.token, DOC_ID, document, "text/markdown");

@@ -1,13 +1,9 @@
-import type { McpServer } from "@modelcontextprotocol/server";
 import { z } from "zod";
-import type { Config } from "../../config";
 import { tenantFetch } from "../../egress/tenant-fetch";
 import { KbError } from "../../errors";
 import { LIMITS } from "../../kb/limits";
-import type { TenantContext } from "../../tenant/tenant-context";
 import { sha256Hex } from "../../util/bytes";
-import type { RequestScope } from "../request-scope";
-import { toolRunner } from "./tool-result";
+import { defineTool } from "./tool-declaration";
 
 const MEDIA_TYPE = /^\s*([a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64})\s*(;|$)/i;
 const CHARSET = /;\s*charset\s*=\s*"?([a-z0-9._-]{1,64})"?\s*(;|$)/i;
@@ -27,43 +23,36 @@ function storedContentType(header: string): string {
  * `import_url`: fetches a document through the tenant egress boundary (allow-listed origins only, exchanged token
  * for downstream resources, never the caller's token) and stores it as an encrypted tenant document.
  */
-export function registerImportTool(
-  server: McpServer,
-  scope: RequestScope,
-  tenant: TenantContext,
-  config: Config,
-): void {
-  const run = toolRunner(scope);
-  server.registerTool(
-    "import_url",
-    {
-      title: "Import URL",
-      description: `Fetches a URL on this tenant's egress allow-list (https only, at most ${config.egressMaxBytes} bytes) and stores it as a document.`,
-      inputSchema: z
-        .object({ url: z.string().max(2048), id: z.string().max(64).optional(), ingest: z.boolean().optional() })
-        .strict(),
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
-    },
-    async ({ url, id, ingest }) =>
-      run("import_url", async () => {
-        const documentId = id ?? `url-${(await sha256Hex(url)).slice(0, 24)}`;
-        if (!LIMITS.idPattern.test(documentId)) throw new KbError("ERR_INVALID_PARAMS", "invalid document id");
-        const fetched = await tenantFetch(url, {
-          policy: tenant.egressPolicy(),
-          tokenFor: (target) => tenant.tokens(config).tokenFor(scope.identity, target),
-          maxBytes: config.egressMaxBytes,
-          timeoutMs: config.egressTimeoutMs,
-        });
-        const document = await tenant.blobs.put(
-          documentId,
-          fetched.body,
-          fetched.body.byteLength,
-          storedContentType(fetched.contentType),
-        );
-        // Optional: extract atoms right away, in a fresh single-tenant run.
-        const runs = tenant.runs();
-        const extraction = ingest ? await runs.run(runs.create(scope.identity.subject, document.id)) : null;
-        return { document, source: fetched.url, ...(extraction ? { extraction } : {}) };
-      })(),
-  );
-}
+const importUrl = defineTool({
+  name: "import_url",
+  scope: "kb.write",
+  title: "Import URL",
+  description: (config) =>
+    `Fetches a URL on this tenant's egress allow-list (https only, at most ${config.egressMaxBytes} bytes) and stores it as a document.`,
+  input: z
+    .object({ url: z.string().max(2048), id: z.string().max(64).optional(), ingest: z.boolean().optional() })
+    .strict(),
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+  run: async ({ url, id, ingest }, { scope, tenant, config }) => {
+    const documentId = id ?? `url-${(await sha256Hex(url)).slice(0, 24)}`;
+    if (!LIMITS.idPattern.test(documentId)) throw new KbError("ERR_INVALID_PARAMS", "invalid document id");
+    const fetched = await tenantFetch(url, {
+      policy: tenant.egressPolicy(),
+      tokenFor: (target) => tenant.tokens(config).tokenFor(scope.identity, target),
+      maxBytes: config.egressMaxBytes,
+      timeoutMs: config.egressTimeoutMs,
+    });
+    const document = await tenant.blobs.put(
+      documentId,
+      fetched.body,
+      fetched.body.byteLength,
+      storedContentType(fetched.contentType),
+    );
+    // Optional: extract atoms right away, in a fresh single-tenant run.
+    const runs = tenant.runs();
+    const extraction = ingest ? await runs.run(runs.create(scope.identity.subject, document.id)) : null;
+    return { document, source: fetched.url, ...(extraction ? { extraction } : {}) };
+  },
+});
+
+export const IMPORT_TOOLS = [importUrl] as const;
