@@ -33,7 +33,8 @@ export class KeyedFeatureHasher {
   readonly #tag = new Uint32Array(2);
   /** word -> (pool offset << 6 | slots); slots: pair seed, then codes (bucket * 2 + sign, 1 = negative). */
   readonly #words = new Map<string, number>();
-  readonly #pool = new Int32Array(POOL_CODES);
+  /** Grows by doubling up to POOL_CODES (1.25 MiB), so a small tenant's object holds a small table. */
+  #pool = new Int32Array(1024);
   #poolUsed = 0;
   #forgotten = false;
 
@@ -62,7 +63,7 @@ export class KeyedFeatureHasher {
     this.#keys.features.words.fill(0);
     this.#keys.pairs.words.fill(0);
     this.#words.clear();
-    this.#pool.fill(0);
+    this.#pool = new Int32Array(0);
     this.#poolUsed = 0;
     this.#forgotten = true;
   }
@@ -74,9 +75,9 @@ export class KeyedFeatureHasher {
 
   /** Adds the word's own features; returns its pair seed. */
   #addWord(vector: Float32Array, word: string): number {
-    const pool = this.#pool;
     const entry = this.#words.get(word);
     if (entry !== undefined) {
+      const pool = this.#pool;
       const offset = entry >>> 6;
       const end = offset + (entry & 63);
       this.#add(vector, pool[offset + 1] as number, 1);
@@ -90,6 +91,12 @@ export class KeyedFeatureHasher {
       this.#words.clear();
       this.#poolUsed = 0;
     }
+    if (cache && this.#poolUsed + slots > this.#pool.length) {
+      const grown = new Int32Array(Math.min(POOL_CODES, Math.max(1024, this.#pool.length * 2)));
+      grown.set(this.#pool.subarray(0, this.#poolUsed));
+      this.#pool = grown;
+    }
+    const pool = this.#pool;
     const first = this.#code(`w:${word}`);
     const seed = (this.#tag[1] as number) & 0x7fffffff;
     this.#add(vector, first, 1);
