@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // End-to-end test over real HTTP (`npm run test:e2e`; CI runs it on a fresh machine). It starts `wrangler dev` on a
 // free loopback port with a throwaway dev issuer key, drives real MCP clients for two tenants (v2 client pinned to
-// 2026-07-28, v1 SDK client on 2025-11-25 sessions), probes the session boundary, and runs the MCP conformance
-// runner through an auth-adding proxy. Every process it starts is stopped, also on failure, timeout and signals.
+// 2026-07-28, v1 SDK client on 2025-11-25 sessions), probes the session boundary, runs the MCP conformance
+// runner through an auth-adding proxy, and then the storage forensics (scripts/e2e/forensics.mjs, its own
+// wrangler dev restarted on one folder and on a copy of it; `--forensics-only` runs just those). Every process it
+// starts is stopped, also on failure, timeout and signals.
 // Output: a summary ending in the line `N passed, M failed`, .e2e/summary.json, logs under .e2e/; exit 0 only if
 // every check passed.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,6 +14,7 @@ import { fileURLToPath } from "node:url";
 import { ensureDevKeys } from "./dev-keys.mjs";
 import { expectStatus, legacyClientFlow, modernClientFlow, postWithSession } from "./e2e/clients.mjs";
 import { listServerScenarios, planScenarios, runScenario, verdict } from "./e2e/conformance.mjs";
+import { forensicsChecks } from "./e2e/forensics.mjs";
 import { freePort } from "./e2e/ports.mjs";
 import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
 import { startAuthProxy } from "./e2e/proxy.mjs";
@@ -24,7 +27,9 @@ import { mintDevToken } from "./token.mjs";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = join(root, ".e2e");
 const wranglerLog = join(outDir, "wrangler.log");
-const HARD_TIMEOUT_MS = 6 * 60_000;
+// --forensics-only runs just the storage forensics (scripts/e2e/forensics.mjs), on its own wrangler dev.
+const forensicsOnly = process.argv.includes("--forensics-only");
+const HARD_TIMEOUT_MS = (forensicsOnly ? 5 : 10) * 60_000;
 const HEALTHY_TIMEOUT_MS = 120_000; // first start on a fresh machine bundles with esbuild and boots workerd
 const SCENARIO_TIMEOUT_MS = 60_000;
 
@@ -33,11 +38,21 @@ const state = { workDir: null, proxy: null, meta: {} };
 
 async function main() {
   rmSync(wranglerLog, { force: true });
+  rmSync(join(outDir, "forensics-wrangler.log"), { force: true });
   rmSync(join(outDir, "conformance"), { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   state.workDir = mkdtempSync(join(tmpdir(), "tenant-mcp-e2e-"));
   const keysDir = join(state.workDir, "keys");
   const { publicKeys } = await ensureDevKeys(keysDir);
+  const forensics = () =>
+    forensicsChecks({
+      root,
+      report,
+      logFile: join(outDir, "forensics-wrangler.log"),
+      jwks: readFileSync(publicKeys, "utf8").trim(),
+      keysDir,
+    });
+  if (forensicsOnly) return forensics();
 
   const port = await freePort();
   const inspectorPort = await freePort([port]);
@@ -90,6 +105,9 @@ async function main() {
   await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
   // The same dev issuer key as the rest of the run (the server trusts publicKeys).
   await startPortChecks({ report, root, workDir: state.workDir, publicKeys, keysDir: join(state.workDir, "keys") });
+  // Its own wrangler dev (restarted on the same folder, then on a copy of it); the others are stopped first.
+  await stopAll();
+  await forensics();
 }
 
 /** Both client generations for two tenants, then the session boundary. Returns the server's capabilities. */

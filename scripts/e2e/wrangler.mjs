@@ -7,8 +7,9 @@ import { startProcess } from "./processes.mjs";
  * `vars` become `--var KEY:VALUE` (wrangler splits at the first colon, so values may contain colons). `--env-file`
  * points at an empty file: with an explicit env file wrangler does not read the project's .dev.vars at all, so a
  * developer's local .dev.vars can neither interfere nor be required (wrangler.toml [vars] still apply, `--var` wins).
+ * State persists to `persistTo` (default `<workDir>/state`).
  */
-export function startWranglerDev({ root, workDir, port, inspectorPort, vars, logFile }) {
+export function startWranglerDev({ root, workDir, port, inspectorPort, vars, logFile, persistTo }) {
   const emptyEnvFile = join(workDir, "empty.env");
   writeFileSync(emptyEnvFile, "");
   const args = [
@@ -22,7 +23,7 @@ export function startWranglerDev({ root, workDir, port, inspectorPort, vars, log
     "--inspector-port",
     String(inspectorPort),
     "--persist-to",
-    join(workDir, "state"),
+    persistTo ?? join(workDir, "state"),
     "--show-interactive-dev-session=false",
     "--env-file",
     emptyEnvFile,

@@ -30,7 +30,7 @@ export type HashMode = { readonly kind: "keyed"; readonly hasher: KeyedFeatureHa
 
 export class LocalHashEmbedder implements Embedder {
   readonly dimensions = LOCAL_DIMENSIONS;
-  readonly cacheable = false;
+  readonly cacheable: boolean;
   readonly #mode: (() => Promise<HashMode>) | null;
   /** Resolved once per instance (one tenant object); concurrent first calls share the same resolution. */
   #resolving: Promise<HashMode> | null = null;
@@ -39,8 +39,11 @@ export class LocalHashEmbedder implements Embedder {
   /**
    * Without `mode`, the public unkeyed hash (local-hash-v1: tests, benchmarks). With it (the tenant object, see
    * src/kb/embedder-key.ts), the tenant's mode is resolved on first use and kept for this instance's lifetime.
+   * `cacheable: true` (EMBEDDER=local-cached) sends the local embedder through the embedding cache, as a remote
+   * model would be: the cache path can then be exercised and observed without Workers AI (the demo does).
    */
-  constructor(mode?: () => Promise<HashMode>) {
+  constructor(mode?: () => Promise<HashMode>, { cacheable = false }: { cacheable?: boolean } = {}) {
+    this.cacheable = cacheable;
     this.#mode = mode ?? null;
     if (!mode) this.#resolved = { kind: "unkeyed" };
   }

@@ -19,6 +19,17 @@ export interface PendingCacheRow {
   readonly sealed: Uint8Array;
 }
 
+/**
+ * Lookups of this object instance (in memory: they restart at zero when the object is evicted). The instance serves
+ * one tenant, so these are that tenant's counts and nobody else's; `uncached` counts texts embedded by an embedder
+ * whose results are not cached.
+ */
+export interface EmbeddingCacheStats {
+  readonly hits: number;
+  readonly misses: number;
+  readonly uncached: number;
+}
+
 export function contentHash(text: string): string {
   return createHash("sha256").update(text, "utf8").digest("hex");
 }
@@ -27,6 +38,9 @@ export class EmbeddingCache {
   readonly #sql: SqlStorage;
   readonly #tenant: string;
   readonly #sealer: VectorSealer;
+  #hits = 0;
+  #misses = 0;
+  #uncached = 0;
 
   constructor(sql: SqlStorage, tenant: string, sealer: VectorSealer) {
     if (sealer.tenant !== tenant) throw new RangeError("vector sealer belongs to another tenant");
@@ -39,11 +53,17 @@ export class EmbeddingCache {
     embedder: Embedder,
     texts: readonly string[],
   ): Promise<{ vectors: Float32Array[]; misses: PendingCacheRow[] }> {
-    if (!embedder.cacheable) return { vectors: await embedder.embed(texts), misses: [] };
+    if (!embedder.cacheable) {
+      this.#uncached += texts.length;
+      return { vectors: await embedder.embed(texts), misses: [] };
+    }
     const hashes = texts.map(contentHash);
     const vectors: (Float32Array | undefined)[] = await Promise.all(
       hashes.map((hash) => this.#get(embedder.model, hash)),
     );
+    const found = vectors.filter((vector) => vector !== undefined).length;
+    this.#hits += found;
+    this.#misses += texts.length - found;
     const missing = [...new Set(hashes.filter((_, i) => vectors[i] === undefined))];
     const misses: PendingCacheRow[] = [];
     if (missing.length) {
@@ -74,6 +94,10 @@ export class EmbeddingCache {
         now,
       );
     }
+  }
+
+  stats(): EmbeddingCacheStats {
+    return { hits: this.#hits, misses: this.#misses, uncached: this.#uncached };
   }
 
   count(): number {

@@ -5,7 +5,7 @@ import { type Atom, AtomRows, type SealedAtom } from "./atom-rows";
 import { type SearchHit, searchAtoms } from "./atom-search";
 import { type AtomInput, checkIds, embeddingText, invalid, validateBatch } from "./atom-validation";
 import type { Embedder } from "./embedder";
-import type { EmbeddingCache, PendingCacheRow } from "./embedding-cache";
+import type { EmbeddingCache, EmbeddingCacheStats, PendingCacheRow } from "./embedding-cache";
 import type { AtomFilter } from "./filters";
 import { LIMITS } from "./limits";
 import type { VectorRecord, VectorStore, VectorStoreStats } from "./vector-store";
@@ -161,12 +161,19 @@ export class KnowledgeBase {
     return this.#rows.count();
   }
 
-  async stats(): Promise<{ atoms: number; index: VectorStoreStats; embedder: string; cachedEmbeddings: number }> {
+  async stats(): Promise<{
+    atoms: number;
+    index: VectorStoreStats;
+    embedder: string;
+    cachedEmbeddings: number;
+    embeddingCache: EmbeddingCacheStats & { cacheable: boolean };
+  }> {
     return {
       atoms: this.count(),
       index: await this.#d.store.stats(),
       embedder: this.#d.embedder.model,
       cachedEmbeddings: this.#d.cache.count(),
+      embeddingCache: { cacheable: this.#d.embedder.cacheable, ...this.#d.cache.stats() },
     };
   }
 

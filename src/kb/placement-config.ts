@@ -9,7 +9,8 @@ import { VECTORIZE_LIMITS, type VectorizeLike } from "./vectorize-index";
  * exists in `bindings`. Anything unknown or malformed throws ERR_CONFIG (fail closed).
  */
 export type EmbedderSetting =
-  | { readonly kind: "local" }
+  /** `cacheable`: EMBEDDER=local-cached (the local embedder through the embedding cache). */
+  | { readonly kind: "local"; readonly cacheable: boolean }
   | { readonly kind: "workers-ai"; readonly model: string; readonly dimensions: number };
 
 export type PlacementSpec =
@@ -41,8 +42,8 @@ export function parseEmbedder(raw: {
   AI?: unknown;
 }): EmbedderSetting {
   const kind = raw.EMBEDDER || "local";
-  if (kind === "local") return { kind: "local" };
-  if (kind !== "workers-ai") throw new KbError("ERR_CONFIG", "EMBEDDER must be local or workers-ai");
+  if (kind === "local" || kind === "local-cached") return { kind: "local", cacheable: kind === "local-cached" };
+  if (kind !== "workers-ai") throw new KbError("ERR_CONFIG", "EMBEDDER must be local, local-cached or workers-ai");
   if (!raw.AI) throw new KbError("ERR_CONFIG", "EMBEDDER=workers-ai needs the AI binding");
   const dimensions = raw.AI_DIMENSIONS ? Number(raw.AI_DIMENSIONS) : LOCAL_DIMENSIONS;
   if (!Number.isInteger(dimensions) || dimensions < 1 || dimensions > VECTORIZE_LIMITS.maxDimensions) {

@@ -33,7 +33,7 @@ export function placementFor(setting: VectorPlacementSetting, bindings: object, 
 
 /** `localMode` resolves the tenant's local hash (src/kb/embedder-key.ts); without it, the public unkeyed hash. */
 export function embedderFor(setting: EmbedderSetting, ai: unknown, localMode?: () => Promise<HashMode>): Embedder {
-  if (setting.kind === "local") return new LocalHashEmbedder(localMode);
+  if (setting.kind === "local") return new LocalHashEmbedder(localMode, { cacheable: setting.cacheable });
   if (!ai) throw new KbError("ERR_CONFIG", "EMBEDDER=workers-ai needs the AI binding");
   return new WorkersAiEmbedder(ai as AiBinding, setting.model, setting.dimensions);
 }

@@ -59,10 +59,12 @@ export async function serveMcpRequest(request: Request, deps: McpEndpointDeps): 
 async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpointDeps): Promise<Response> {
   const { identity, requestId, sessions } = deps;
   const now = Date.now();
-  const handlerFor = (version: string) =>
-    legacyStatelessFallback(() => deps.serverFor("legacy", version), undefined, {
-      maxRequestBodySize: deps.config.maxBodyBytes,
-    });
+  // The server is built before the SDK sees the request: a failure to build it (ERR_KEY_UNAVAILABLE when the
+  // tenant's keys cannot be unwrapped) keeps its code and status instead of becoming the SDK's generic 500.
+  const handlerFor = async (version: string) => {
+    const server = await deps.serverFor("legacy", version);
+    return legacyStatelessFallback(() => server, undefined, { maxRequestBodySize: deps.config.maxBodyBytes });
+  };
   const isInitialize =
     request.method === "POST" &&
     typeof parsedBody === "object" &&
@@ -87,7 +89,7 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
       negotiated === parsedBody
         ? request
         : new Request(request.url, { method: "POST", headers: request.headers, body: JSON.stringify(negotiated) });
-    const response = await handlerFor(offered)(handshake, { parsedBody: negotiated });
+    const response = await (await handlerFor(offered))(handshake, { parsedBody: negotiated });
     // A session exists only for a handshake that succeeded: the answer must be a result for this request id.
     const text = await response.text();
     const result = initializeResult(text, id);
@@ -140,7 +142,7 @@ async function serveLegacy(request: Request, parsedBody: unknown, deps: McpEndpo
   }
   const pinned = new Request(request, { headers: new Headers(request.headers) });
   pinned.headers.set("mcp-protocol-version", session.protocolVersion);
-  const response = await handlerFor(session.protocolVersion)(pinned, { parsedBody });
+  const response = await (await handlerFor(session.protocolVersion))(pinned, { parsedBody });
   const out = new Response(response.body, response);
   out.headers.set("mcp-session-id", sessionId);
   return out;

@@ -310,7 +310,8 @@ describe("embedding, placement and extraction settings (parsed by loadConfig onl
 
   it("defaults: local embedder, local placement, deterministic extraction", () => {
     const config = loadConfig(baseEnv());
-    expect(config.embedder).toEqual({ kind: "local" });
+    expect(config.embedder).toEqual({ kind: "local", cacheable: false });
+    expect(loadConfig(baseEnv({ EMBEDDER: "local-cached" })).embedder).toEqual({ kind: "local", cacheable: true });
     expect(config.vectorPlacement.default).toEqual({ kind: "local" });
     expect(Object.keys(config.vectorPlacement.tenants)).toEqual([]);
     expect(config.extractor).toBe("deterministic");
@@ -351,7 +352,7 @@ describe("embedding, placement and extraction settings (parsed by loadConfig onl
   });
 
   it.each([
-    [{ EMBEDDER: "openai" }, /EMBEDDER must be/],
+    [{ EMBEDDER: "openai" }, /EMBEDDER must be local, local-cached or workers-ai/],
     [{ EMBEDDER: "LOCAL" }, /EMBEDDER must be/],
     [{ EMBEDDER: "workers-ai" }, /needs the AI binding/],
     [{ EMBEDDER: "workers-ai", AI: fakeAi, AI_DIMENSIONS: "0" }, /AI_DIMENSIONS/],
