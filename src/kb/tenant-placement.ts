@@ -80,9 +80,14 @@ export function setPlacementChoice(
   body: unknown,
 ): { status: PlacementStatus; changed: boolean } {
   const choice = parsePlacementRequest(body, setting, tenant);
-  const before = effectivePlacement(setting, placementChoice(sql), tenant);
   const after = effectivePlacement(setting, choice, tenant);
-  const changed = !samePlacement(before, after);
+  // A stored "vectorize" choice the configuration no longer backs resolves to nothing (the tenant fails closed):
+  // leaving it is a change like any other, allowed only without atoms or runs.
+  const before =
+    placementChoice(sql) === "vectorize" && configuredPlacement(setting, tenant).kind === "local"
+      ? null
+      : effectivePlacement(setting, placementChoice(sql), tenant);
+  const changed = before === null || !samePlacement(before, after);
   if (changed && inUse(sql, tenant)) {
     throw new KbError(
       "ERR_CONFLICT",

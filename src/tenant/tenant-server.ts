@@ -209,14 +209,15 @@ export class TenantServer extends DurableObject<Env> {
    * possible with no atom and no run in progress), the tenant's context is rebuilt so the new store serves next.
    */
   async adminSetPlacement(tenant: string, body: unknown): Promise<PlacementStatus> {
-    const ctx = this.#knownContext(tenant);
-    this.#lifecycle(ctx).assertActive();
-    const { status, changed } = setPlacementChoice(
-      this.ctx.storage.sql,
-      loadConfig(this.env).vectorPlacement,
-      tenant,
-      body,
-    );
+    // Not through #knownContext: a tenant whose placement no longer resolves (ERR_CONFIG) has no context, and this
+    // route is how the operator puts it right.
+    if (this.#boundTenant() !== tenant) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
+    const sql = this.ctx.storage.sql;
+    const state = sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'state'`).toArray()[0];
+    if (state && state.value !== "active") {
+      throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+    }
+    const { status, changed } = setPlacementChoice(sql, loadConfig(this.env).vectorPlacement, tenant, body);
     if (changed) this.#tenant = null;
     return status;
   }

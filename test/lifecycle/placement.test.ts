@@ -158,6 +158,14 @@ describe("placement with a Vectorize index configured (in the tenant object, Vec
         code = (error as { code?: string }).code;
       }
       expect(code).toBe("ERR_CONFIG");
+      // The operator can still put it right without atoms: back to the configuration's choice, served locally.
+      const withoutIndex = loadConfig(env).vectorPlacement;
+      expect(setPlacementChoice(sql, withoutIndex, tenant, { placement: "default" })).toEqual({
+        status: { choice: "default", effective: { kind: "local" } },
+        changed: true,
+      });
+      expect(new TenantContext(state, env, tenant).placement.kind).toBe("local");
+      setPlacementChoice(sql, loadConfig(bindings).vectorPlacement, tenant, { placement: "vectorize" });
       const context = new TenantContext(state, bindings, tenant);
       const receipt = new TenantLifecycle(sql, context).offboard("operator-1", MasterKeys.fromEnv(env).epochs());
       expect(receipt.vectorPlacement).toEqual({ kind: "dedicated", binding: "VECTORIZE_DED" });
