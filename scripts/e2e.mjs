@@ -2,9 +2,10 @@
 // End-to-end test over real HTTP (`npm run test:e2e`; CI runs it on a fresh machine). It starts `wrangler dev` on a
 // free loopback port with a throwaway dev issuer key, drives real MCP clients for two tenants (v2 client pinned to
 // 2026-07-28, v1 SDK client on 2025-11-25 sessions), probes the session boundary, runs the MCP conformance
-// runner through an auth-adding proxy, and then the storage forensics (scripts/e2e/forensics.mjs, its own
-// wrangler dev restarted on one folder and on a copy of it; `--forensics-only` runs just those). Every process it
-// starts is stopped, also on failure, timeout and signals.
+// runner through an auth-adding proxy, signs in by OAuth with the SDK's own OAuth client against the built-in
+// authorization server (scripts/e2e/oauth.mjs), and then runs the storage forensics (scripts/e2e/forensics.mjs, its
+// own wrangler dev restarted on one folder and on a copy of it). `--only oauth` or `--only forensics`
+// (`--forensics-only`) runs just that group. Every process it starts is stopped, also on failure, timeout and signals.
 // Output: a summary ending in the line `N passed, M failed`, .e2e/summary.json, logs under .e2e/; exit 0 only if
 // every check passed.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -15,26 +16,33 @@ import { ensureDevKeys } from "./dev-keys.mjs";
 import { expectStatus, legacyClientFlow, modernClientFlow, postWithSession } from "./e2e/clients.mjs";
 import { listServerScenarios, planScenarios, runScenario, verdict } from "./e2e/conformance.mjs";
 import { forensicsChecks } from "./e2e/forensics.mjs";
+import { oauthChecks, startMetadataDocumentServer } from "./e2e/oauth.mjs";
 import { freePort } from "./e2e/ports.mjs";
 import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
 import { startAuthProxy } from "./e2e/proxy.mjs";
 import { Report } from "./e2e/report.mjs";
 import { startPortChecks } from "./e2e/start-port.mjs";
 import { tenantCliChecks } from "./e2e/tenant-cli.mjs";
+import { startOidcProvider } from "./e2e/upstream.mjs";
 import { startWranglerDev, tail, waitForHealthy } from "./e2e/wrangler.mjs";
 import { mintDevToken } from "./token.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = join(root, ".e2e");
 const wranglerLog = join(outDir, "wrangler.log");
-// --forensics-only runs just the storage forensics (scripts/e2e/forensics.mjs), on its own wrangler dev.
-const forensicsOnly = process.argv.includes("--forensics-only");
-const HARD_TIMEOUT_MS = (forensicsOnly ? 5 : 10) * 60_000;
+// --only oauth | forensics (--forensics-only) runs one group; the forensics run on their own wrangler dev.
+const only = process.argv.includes("--forensics-only")
+  ? "forensics"
+  : process.argv.includes("--only")
+    ? process.argv[process.argv.indexOf("--only") + 1]
+    : null;
+if (only !== null && only !== "oauth" && only !== "forensics") throw new Error("--only takes oauth or forensics");
+const HARD_TIMEOUT_MS = (only === "forensics" ? 5 : 12) * 60_000;
 const HEALTHY_TIMEOUT_MS = 120_000; // first start on a fresh machine bundles with esbuild and boots workerd
 const SCENARIO_TIMEOUT_MS = 60_000;
 
 const report = new Report();
-const state = { workDir: null, proxy: null, meta: {} };
+const state = { workDir: null, proxy: null, metadataDocument: null, oidc: null, meta: {} };
 
 async function main() {
   rmSync(wranglerLog, { force: true });
@@ -52,7 +60,7 @@ async function main() {
       jwks: readFileSync(publicKeys, "utf8").trim(),
       keysDir,
     });
-  if (forensicsOnly) return forensics();
+  if (only === "forensics") return forensics();
 
   const port = await freePort();
   const inspectorPort = await freePort([port]);
@@ -65,6 +73,10 @@ async function main() {
   state.proxy = await startAuthProxy({ upstreamPort: port, token: await mint("e2e-conf", "conformance") });
   const proxyOrigin = `http://127.0.0.1:${state.proxy.port}`;
   state.meta = { server: resource, conformanceProxy: `${proxyOrigin}/mcp`, logs: ".e2e/" };
+  // The metadata-document client's "website": its document on loopback, reached through the dev-only allowance.
+  state.metadataDocument = await startMetadataDocumentServer("http://127.0.0.1:1/callback");
+  // A real OpenID Connect provider on loopback: the upstream sign-in of the built-in authorization server.
+  state.oidc = await startOidcProvider({ redirectUri: `${base}/authorize/callback` });
 
   const wrangler = startWranglerDev({
     root,
@@ -82,6 +94,11 @@ async function main() {
       // A throwaway master key epoch for this run only.
       MASTER_KEY_EPOCH: "e2e1",
       MASTER_KEY_E2E1: Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64"),
+      // Dev only (refused in production): the CIMD client's https origin is served from loopback (docs/auth.md).
+      OAUTH_DEV_METADATA_ORIGINS: `${new URL(state.metadataDocument.clientId).origin}=${state.metadataDocument.origin}`,
+      OAUTH_UPSTREAM_ISSUER: state.oidc.issuer,
+      OAUTH_UPSTREAM_CLIENT_ID: state.oidc.clientId,
+      OAUTH_UPSTREAM_CLIENT_SECRET: state.oidc.clientSecret,
     },
   });
   const healthy = await report.check(
@@ -99,10 +116,21 @@ async function main() {
     return "only the empty --env-file and --var overrides";
   });
 
-  const capabilities = await clientChecks(resource, mint);
   const adminToken = await mintDevToken({ admin: true, sub: "e2e-operator", ttl: 900, aud: `${base}/admin`, keysDir });
-  await tenantCliChecks({ report, root, base, adminToken, tenant: "e2e-a" });
-  await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
+  if (only === null) {
+    const capabilities = await clientChecks(resource, mint);
+    await tenantCliChecks({ report, root, base, adminToken, tenant: "e2e-a" });
+    await conformanceChecks(`${proxyOrigin}/mcp`, capabilities);
+  }
+  await oauthChecks({
+    report,
+    base,
+    url: resource,
+    metadataDocument: state.metadataDocument,
+    upstream: state.oidc,
+    adminToken,
+  });
+  if (only === "oauth") return;
   // The same dev issuer key as the rest of the run (the server trusts publicKeys).
   await startPortChecks({ report, root, workDir: state.workDir, publicKeys, keysDir: join(state.workDir, "keys") });
   // Its own wrangler dev (restarted on the same folder, then on a copy of it); the others are stopped first.
@@ -190,6 +218,8 @@ async function finish(code) {
   finishing = true;
   report.close(); // work still in flight when the time limit hits must not change the verdict being reported
   await state.proxy?.close().catch(() => {});
+  await state.metadataDocument?.close().catch(() => {});
+  await state.oidc?.close().catch(() => {});
   await stopAll();
   if (report.counts().failed > 0 || code !== 0) {
     console.log(`\n---- wrangler dev log (tail of ${wranglerLog}) ----\n${tail(wranglerLog)}`);

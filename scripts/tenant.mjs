@@ -8,6 +8,8 @@
 //                                                index VECTOR_PLACEMENT gives it, or whatever the configuration says
 //   npm run tenant -- list                       tenants and their states
 //   npm run tenant -- rewrap-master              rewrap every tenant's keys under MASTER_KEY_EPOCH (then GET progress)
+//   npm run tenant -- map-domain <domain> <tenant>   users whose verified email is @<domain> sign in to <tenant>
+//   npm run tenant -- unmap-domain <domain>      remove that mapping;  npm run tenant -- domains   list them
 //   npm run tenant -- egress <tenant> [--allow URL]... [--clear]
 //                                                the origins server code may fetch for the tenant (import_url): shown,
 //                                                replaced by the --allow URLs' origins, or emptied; downstream
@@ -138,6 +140,22 @@ try {
           ),
         );
       break;
+    case "map-domain": {
+      const [, domain, target] = positionals;
+      if (!domain || !/^[a-z0-9][a-z0-9-]{1,62}$/.test(target ?? "")) {
+        throw new Error("usage: npm run tenant -- map-domain <email domain> <tenant>");
+      }
+      print(await call("PUT", `/admin/oauth/email-domains/${encodeURIComponent(domain)}`, { tenant: target }));
+      break;
+    }
+    case "unmap-domain": {
+      if (!tenant) throw new Error("usage: npm run tenant -- unmap-domain <email domain>");
+      print(await call("DELETE", `/admin/oauth/email-domains/${encodeURIComponent(tenant)}`));
+      break;
+    }
+    case "domains":
+      print(await call("GET", "/admin/oauth/email-domains"));
+      break;
     case "egress": {
       const t = requireTenant();
       const current = (await call("GET", `/admin/tenants/${t}`)).egress;
@@ -152,7 +170,8 @@ try {
     }
     default:
       console.error(
-        "usage: npm run tenant -- status|rotate|offboard|placement|list|rewrap-master|egress [tenant] [local|vectorize|default] [--url URL] [--yes] [--wait] [--allow URL]... [--clear]",
+        "usage: npm run tenant -- status|rotate|offboard|placement|list|rewrap-master|egress|map-domain|unmap-domain|domains [args] " +
+          "[--url URL] [--yes] [--wait] [--allow URL]... [--clear]",
       );
       process.exit(2);
   }

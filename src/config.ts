@@ -83,6 +83,8 @@ export interface Config {
   readonly vectorPlacement: VectorPlacementSetting;
   /** EXTRACTOR: how extraction runs segment documents (docs/extraction.md). */
   readonly extractor: ExtractorSetting;
+  /** This deployment's own OAuth authorization server (src/oauth/), or null when it is off. */
+  readonly oauth: OAuthServerConfig | null;
 }
 
 export interface JsonWebKeySet {
@@ -170,6 +172,7 @@ export function loadConfig(env: Env): Config {
   if (!allowedHosts.includes(resourceUrl.hostname)) allowedHosts.push(resourceUrl.hostname);
 
   const requiredScopes = list(env.REQUIRED_SCOPES);
+  const oauth = oauthServer(env, production, resourceUrl.origin);
   const adminAudience = env.ADMIN_AUDIENCE || `${resourceUrl.origin}/admin`;
   if (adminAudience === resource.data) throw new KbError("ERR_CONFIG", "ADMIN_AUDIENCE must differ from MCP_RESOURCE");
   return {
@@ -178,7 +181,13 @@ export function loadConfig(env: Env): Config {
     resourceOrigin: resourceUrl.origin,
     adminAudience,
     issuer,
-    authorizationServers: env.AUTHORIZATION_SERVERS ? list(env.AUTHORIZATION_SERVERS) : [issuer],
+    // The built-in authorization server is listed first when it is on: a client following the 401 signs in there.
+    authorizationServers: [
+      ...new Set([
+        ...(oauth ? [oauth.issuer] : []),
+        ...(env.AUTHORIZATION_SERVERS ? list(env.AUTHORIZATION_SERVERS) : [issuer]),
+      ]),
+    ],
     jwks,
     algorithms,
     tokenTyp: env.AUTH_TOKEN_TYP || null,
@@ -201,6 +210,7 @@ export function loadConfig(env: Env): Config {
     embedder: parseEmbedder(env),
     vectorPlacement: parseVectorPlacement(env.VECTOR_PLACEMENT, env),
     extractor: parseExtractor(env),
+    oauth,
   };
 }
 
@@ -242,5 +252,106 @@ function quotas(env: Env): QuotaLimits {
       10_000_000,
       "RATE_LIMIT_SUBJECT_PER_MINUTE",
     ),
+  };
+}
+
+// ---- OAuth authorization server (issue 14; src/oauth/). Kept in one block: the env reads for it live here. ----
+
+export interface OAuthServerConfig {
+  /** RFC 8414 issuer: this Worker's origin (the server is served by this Worker, docs/auth.md). */
+  readonly issuer: string;
+  readonly accessTokenTtlS: number;
+  readonly refreshTokenTtlS: number;
+  /** Lifetime of a dynamically registered client that is not used (renewed while used). */
+  readonly clientTtlS: number;
+  /** The dev sign-in page (choose tenant and subject). Never true in production. */
+  readonly devSignIn: boolean;
+  /**
+   * Dev only (never in production): Client ID Metadata Documents of these https origins are fetched from the mapped
+   * loopback origin instead (e2e: the test serves its client's document on loopback). Empty in production.
+   */
+  readonly devMetadataOrigins: ReadonlyMap<string, string>;
+  /** Sign-in through the operator's OpenID Connect provider (src/oauth/upstream-oidc.ts), or null. */
+  readonly upstream: UpstreamOidcConfig | null;
+}
+
+export interface UpstreamOidcConfig {
+  readonly issuer: string;
+  readonly clientId: string;
+  /** Client secret (a Worker secret), or null for a public client (PKCE only). */
+  readonly clientSecret: string | null;
+  /** Claim holding the tenant id (dotted path), or null: the tenant comes from the verified email's domain mapping. */
+  readonly tenantClaim: readonly string[] | null;
+  readonly scopes: string;
+}
+
+/**
+ * OAUTH_SERVER = "on" | "off" (default on outside production, off in production, where it needs an upstream
+ * sign-in to be useful). OAUTH_DEV_SIGN_IN = "on" | "off" (default on outside production; "on" in production is a
+ * configuration error: the dev sign-in lets anyone pick a tenant).
+ */
+function oauthServer(env: Env, production: boolean, origin: string): OAuthServerConfig | null {
+  const onOff = (raw: string | undefined, fallback: boolean, name: string): boolean => {
+    if (raw === undefined || raw === "") return fallback;
+    if (raw !== "on" && raw !== "off") throw new KbError("ERR_CONFIG", `${name} must be "on" or "off"`);
+    return raw === "on";
+  };
+  const devSignIn = onOff(env.OAUTH_DEV_SIGN_IN, !production, "OAUTH_DEV_SIGN_IN");
+  if (production && devSignIn) throw new KbError("ERR_CONFIG", "OAUTH_DEV_SIGN_IN cannot be on in production");
+  if (!onOff(env.OAUTH_SERVER, !production, "OAUTH_SERVER")) return null;
+  const devMetadataOrigins = new Map<string, string>();
+  for (const pair of list(env.OAUTH_DEV_METADATA_ORIGINS)) {
+    const [from, to] = pair.split("=");
+    const fromUrl = URL.canParse(from ?? "") ? new URL(from ?? "") : null;
+    const toUrl = URL.canParse(to ?? "") ? new URL(to ?? "") : null;
+    if (
+      production ||
+      !fromUrl ||
+      !toUrl ||
+      fromUrl.protocol !== "https:" ||
+      !/^(127\.0\.0\.1|localhost|\[::1\])$/.test(toUrl.hostname)
+    ) {
+      throw new KbError(
+        "ERR_CONFIG",
+        "OAUTH_DEV_METADATA_ORIGINS: https-origin=http://127.0.0.1:port pairs, outside production only",
+      );
+    }
+    devMetadataOrigins.set(fromUrl.origin, toUrl.origin);
+  }
+  return {
+    issuer: origin,
+    accessTokenTtlS: intInRange(env.OAUTH_ACCESS_TOKEN_TTL_S, 3600, 60, 86_400, "OAUTH_ACCESS_TOKEN_TTL_S"),
+    refreshTokenTtlS: intInRange(
+      env.OAUTH_REFRESH_TOKEN_TTL_S,
+      30 * 86_400,
+      3600,
+      365 * 86_400,
+      "OAUTH_REFRESH_TOKEN_TTL_S",
+    ),
+    clientTtlS: intInRange(env.OAUTH_CLIENT_TTL_S, 30 * 86_400, 3600, 365 * 86_400, "OAUTH_CLIENT_TTL_S"),
+    devSignIn,
+    devMetadataOrigins,
+    upstream: upstreamOidc(env, production),
+  };
+}
+
+/** OAUTH_UPSTREAM_ISSUER, _CLIENT_ID, _CLIENT_SECRET (secret), _TENANT_CLAIM, _SCOPES (default "openid email"). */
+function upstreamOidc(env: Env, production: boolean): UpstreamOidcConfig | null {
+  if (!env.OAUTH_UPSTREAM_ISSUER) return null;
+  if (!httpsUrl(production).safeParse(env.OAUTH_UPSTREAM_ISSUER).success || !env.OAUTH_UPSTREAM_CLIENT_ID) {
+    throw new KbError("ERR_CONFIG", "OAUTH_UPSTREAM_ISSUER must be an https URL and needs OAUTH_UPSTREAM_CLIENT_ID");
+  }
+  const tenantClaim = env.OAUTH_UPSTREAM_TENANT_CLAIM ? env.OAUTH_UPSTREAM_TENANT_CLAIM.split(".") : null;
+  if (tenantClaim && (tenantClaim.length > 5 || tenantClaim.some((part) => !/^[A-Za-z0-9_:/-]{1,64}$/.test(part)))) {
+    throw new KbError("ERR_CONFIG", "OAUTH_UPSTREAM_TENANT_CLAIM must be a claim name or a dotted path");
+  }
+  const scopes = list(env.OAUTH_UPSTREAM_SCOPES || "openid email");
+  if (!scopes.includes("openid")) throw new KbError("ERR_CONFIG", "OAUTH_UPSTREAM_SCOPES must include openid");
+  return {
+    issuer: env.OAUTH_UPSTREAM_ISSUER,
+    clientId: env.OAUTH_UPSTREAM_CLIENT_ID,
+    clientSecret: env.OAUTH_UPSTREAM_CLIENT_SECRET || null,
+    tenantClaim,
+    scopes: scopes.join(" "),
   };
 }

@@ -54,6 +54,21 @@ export interface Env {
   readonly QUOTA_EXCHANGED_TOKENS?: string;
   readonly RATE_LIMIT_PER_MINUTE?: string;
   readonly RATE_LIMIT_SUBJECT_PER_MINUTE?: string;
+  /** The built-in OAuth authorization server (src/oauth/, docs/auth.md): its grants, tokens and clients. */
+  readonly OAUTH_KV: KVNamespace;
+  readonly OAUTH_SERVER?: string;
+  readonly OAUTH_DEV_SIGN_IN?: string;
+  readonly OAUTH_ACCESS_TOKEN_TTL_S?: string;
+  readonly OAUTH_REFRESH_TOKEN_TTL_S?: string;
+  readonly OAUTH_CLIENT_TTL_S?: string;
+  readonly OAUTH_DEV_METADATA_ORIGINS?: string;
+  readonly OAUTH_UPSTREAM_ISSUER?: string;
+  readonly OAUTH_UPSTREAM_CLIENT_ID?: string;
+  readonly OAUTH_UPSTREAM_CLIENT_SECRET?: string;
+  readonly OAUTH_UPSTREAM_TENANT_CLAIM?: string;
+  readonly OAUTH_UPSTREAM_SCOPES?: string;
+  /** Bounds dynamic client registration (a flood of registrations), wrangler.toml `[[ratelimits]]`. */
+  readonly OAUTH_REGISTRATION_LIMITER?: RateLimit;
 }
 
 type WorkerBindings = Env;

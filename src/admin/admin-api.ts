@@ -9,6 +9,8 @@ import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
 import { parsePlacementRequest } from "../kb/tenant-placement";
 import { log } from "../log";
+import { revokeTenantGrants } from "../oauth/tenant-grants";
+import { EMAIL_DOMAIN } from "../oauth/upstream-oidc";
 import { parseRevocation } from "../tenant/revocations";
 
 /**
@@ -27,6 +29,8 @@ import { parseRevocation } from "../tenant/revocations";
  *   POST /admin/signing-keys/rotate        new signing key for exchanged tokens (the old one stays published a day)
  *   POST /admin/master/rewrap              rewrap every tenant's data keys under MASTER_KEY_EPOCH
  *   GET  /admin/master                     rewrap progress
+ *   GET  /admin/oauth/email-domains        verified email domain -> tenant (upstream sign-in, docs/auth.md)
+ *   PUT  /admin/oauth/email-domains/:domain  {"tenant": "<tenant>"}; DELETE removes the mapping
  */
 export function registerAdminRoutes(app: Hono<AppEnv>): void {
   app.get("/admin/tenants", async (c) => {
@@ -48,8 +52,11 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
       throw new KbError("ERR_BAD_REQUEST", 'confirm by sending {"confirm": "<tenant>"}');
     }
     const receipt = await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject);
+    // The tenant's grants and tokens of the built-in authorization server go with it (the registry already says
+    // "offboarding", so a concurrent authorization or refresh is refused too; this call is idempotent).
+    const oauthGrants = await revokeTenantGrants(c.env, requireConfig(c.var.config), tenant);
     log("warn", { event: "admin.offboard", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
-    return json(c, { receipt }, 202);
+    return json(c, { receipt, oauthGrants }, 202);
   });
 
   app.post("/admin/tenants/:tenant/rotate", async (c) => {
@@ -122,6 +129,40 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     await authenticateAdmin(c);
     return json(c, { job: await registry(c).rewrapStatus() });
   });
+
+  app.get("/admin/oauth/email-domains", async (c) => {
+    await authenticateAdmin(c);
+    return json(c, { domains: await registry(c).listEmailDomains(c.req.query("after") ?? "") });
+  });
+
+  app.put("/admin/oauth/email-domains/:domain", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const domain = domainParam(c);
+    const body = (await c.req.json().catch(() => null)) as { tenant?: unknown } | null;
+    if (!isTenantId(body?.tenant)) throw new KbError("ERR_BAD_REQUEST", 'send {"tenant": "<tenant id>"}');
+    await registry(c).setEmailDomain(domain, body.tenant);
+    log("info", {
+      event: "admin.email-domain.set",
+      requestId: c.var.requestId,
+      tenant: body.tenant,
+      subject: admin.subject,
+    });
+    return json(c, { domain, tenant: body.tenant });
+  });
+
+  app.delete("/admin/oauth/email-domains/:domain", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const domain = domainParam(c);
+    if (!(await registry(c).setEmailDomain(domain, null))) throw new KbError("ERR_NOT_FOUND", "no such domain");
+    log("info", { event: "admin.email-domain.removed", requestId: c.var.requestId, subject: admin.subject });
+    return json(c, { domain, tenant: null });
+  });
+}
+
+function domainParam(c: Context<AppEnv>): string {
+  const domain = (c.req.param("domain") ?? "").toLowerCase();
+  if (!EMAIL_DOMAIN.test(domain)) throw new KbError("ERR_BAD_REQUEST", "invalid email domain");
+  return domain;
 }
 
 async function authenticateAdmin(c: Context<AppEnv>): Promise<AdminIdentity> {

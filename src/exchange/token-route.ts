@@ -1,12 +1,12 @@
 import type { Hono } from "hono";
+import type { Identity } from "../auth/identity";
 import { hasScopes } from "../auth/identity";
-import { keyResolver } from "../auth/keys";
-import { verifyAccessToken } from "../auth/verify-token";
 import { isKbError } from "../errors";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
 import { readBodyCapped } from "../http/transport-guards";
 import { log } from "../log";
+import { verifyBearer } from "../oauth/verify-bearer";
 import { tenantStub } from "../tenant/route";
 import { JWKS_MAX_AGE_S, jwksCacheKey, jwksMemo } from "./jwks-cache";
 import { OAuthError, oauthErrorResponse, parseExchangeForm } from "./token-exchange";
@@ -36,9 +36,9 @@ export function registerTokenRoutes(app: Hono<AppEnv>): void {
         throw new OAuthError("invalid_request", "request too large");
       }
       const request = parseExchangeForm(new URLSearchParams(new TextDecoder().decode(bytes)));
-      let identity: Awaited<ReturnType<typeof verifyAccessToken>>;
+      let identity: Identity;
       try {
-        identity = await verifyAccessToken(request.subjectToken, config, keyResolver(config));
+        identity = await verifyBearer(request.subjectToken, config, c.env);
       } catch (error) {
         log("warn", {
           event: "token.exchange.refused",

@@ -3,13 +3,14 @@ import { routePath } from "hono/route";
 import { registerAdminRoutes } from "../admin/admin-api";
 import type { Identity } from "../auth/identity";
 import { hasScopes } from "../auth/identity";
-import { keyResolver } from "../auth/keys";
 import { protectedResourceMetadata } from "../auth/resource-metadata";
-import { bearerFromRequest, verifyAccessToken } from "../auth/verify-token";
+import { bearerFromRequest } from "../auth/verify-token";
 import { type Config, DOCUMENT_METHODS, loadConfig, MCP_METHODS, MCP_PATH } from "../config";
 import { InsufficientScopeError, KbError, MethodNotAllowedError, toKbError } from "../errors";
 import { registerTokenRoutes } from "../exchange/token-route";
 import { log } from "../log";
+import { registerOAuthRoutes } from "../oauth/authorize-route";
+import { verifyBearer } from "../oauth/verify-bearer";
 import { tenantStub } from "../tenant/route";
 import { type AppEnv, requireConfig } from "./context";
 import { errorResponse, PROTECTED_RESOURCE_METADATA_PATH } from "./error-response";
@@ -66,6 +67,7 @@ export function createApp(): Hono<AppEnv> {
       requestId: c.var.requestId,
       config: c.var.config ?? null,
       tokenSent: c.var.tokenSent ?? false,
+      heldScopes: c.var.identity?.scopes ?? [],
     });
   });
 
@@ -153,6 +155,7 @@ export function createApp(): Hono<AppEnv> {
   });
 
   registerTokenRoutes(app);
+  registerOAuthRoutes(app);
   registerAdminRoutes(app);
 
   app.notFound((c) =>
@@ -187,7 +190,7 @@ function applyCors(request: Request, headers: Headers, config: Config | null): v
 async function authenticate(c: Context<AppEnv>, config: Config): Promise<Identity> {
   const request = c.req.raw;
   c.set("tokenSent", request.headers.has("authorization") || new URL(request.url).searchParams.has("access_token"));
-  const identity = await verifyAccessToken(bearerFromRequest(request), config, keyResolver(config));
+  const identity = await verifyBearer(bearerFromRequest(request), config, c.env);
   c.set("identity", identity);
   if (hasScopes(identity, config.requiredScopes).length) throw new InsufficientScopeError(config.requiredScopes);
   return identity;

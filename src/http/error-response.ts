@@ -14,6 +14,8 @@ export interface ErrorContext {
   readonly config: Config | null;
   /** Whether the client sent a token (RFC 6750: `error="invalid_token"` only then). */
   readonly tokenSent: boolean;
+  /** Scopes the caller's token already has (for the step-up challenge), when a token was verified. */
+  readonly heldScopes?: readonly string[];
 }
 
 export const PROTECTED_RESOURCE_METADATA_PATH = "/.well-known/oauth-protected-resource";
@@ -57,10 +59,15 @@ export function errorResponse(error: KbError, context: ErrorContext): Response {
         : { error: "invalid_request", error_description: "An access token is required." };
     }
   } else if (error.code === "ERR_INSUFFICIENT_SCOPE" && context.config) {
-    const scope = (error instanceof InsufficientScopeError ? error.scopes : context.config.requiredScopes).join(" ");
+    const missing = error instanceof InsufficientScopeError ? error.scopes : context.config.requiredScopes;
+    const scope = missing.join(" ");
+    // Step-up: the challenge names every scope the client needs (what its token holds plus what is missing),
+    // because clients re-authorize with exactly the challenge's scope (the TypeScript SDK does) and would otherwise
+    // trade the scopes they have for the one they lack. The body's `scope` names only the missing ones.
+    const challengeScope = [...new Set([...(context.heldScopes ?? []), ...missing])].join(" ");
     headers.set(
       "www-authenticate",
-      `Bearer error="insufficient_scope", scope="${scope}", resource_metadata="${resourceMetadataUrl(context.config)}"`,
+      `Bearer error="insufficient_scope", scope="${challengeScope}", resource_metadata="${resourceMetadataUrl(context.config)}"`,
     );
     body = { error: "insufficient_scope", error_description: `This request requires scope: ${scope}`, scope };
   } else if (status >= 500) {

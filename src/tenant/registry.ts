@@ -32,7 +32,48 @@ export class TenantRegistry extends DurableObject<Env> {
         updated_at INTEGER NOT NULL
       )`);
       ctx.storage.sql.exec(`CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+      // Verified email domain -> tenant, for the built-in authorization server's upstream sign-in (admin API).
+      ctx.storage.sql.exec(`CREATE TABLE IF NOT EXISTS email_domains (
+        domain     TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+      )`);
     });
+  }
+
+  /** The tenant a verified email domain signs in to, or null. */
+  async emailDomainTenant(domain: string): Promise<string | null> {
+    return (
+      this.ctx.storage.sql
+        .exec<{ tenant: string }>(`SELECT tenant FROM email_domains WHERE domain = ?`, domain)
+        .toArray()[0]?.tenant ?? null
+    );
+  }
+
+  /** Maps a domain to a tenant, or removes the mapping (tenant null). Returns whether a row changed. */
+  async setEmailDomain(domain: string, tenant: string | null): Promise<boolean> {
+    if (tenant === null) {
+      return this.ctx.storage.sql.exec(`DELETE FROM email_domains WHERE domain = ?`, domain).rowsWritten > 0;
+    }
+    this.ctx.storage.sql.exec(
+      `INSERT INTO email_domains (domain, tenant, updated_at) VALUES (?, ?, ?)
+       ON CONFLICT (domain) DO UPDATE SET tenant = excluded.tenant, updated_at = excluded.updated_at`,
+      domain,
+      tenant,
+      Date.now(),
+    );
+    return true;
+  }
+
+  async listEmailDomains(after = "", limit = 500): Promise<{ domain: string; tenant: string }[]> {
+    return this.ctx.storage.sql
+      .exec<{ domain: string; tenant: string }>(
+        `SELECT domain, tenant FROM email_domains WHERE domain > ? ORDER BY domain LIMIT ?`,
+        after,
+        Math.min(Math.max(limit, 1), 1000),
+      )
+      .toArray()
+      .map((row) => ({ domain: row.domain, tenant: row.tenant }));
   }
 
   /** Public keys of the server's token-signing keys (published at /.well-known/jwks.json). */

@@ -320,7 +320,7 @@ export class TenantServer extends DurableObject<Env> {
       if (kbError.status >= 500) {
         log("error", { event: "tenant.error", requestId, tenant: identity.tenant, code: kbError.code });
       }
-      return errorResponse(kbError, { requestId, config, tokenSent: true });
+      return errorResponse(kbError, { requestId, config, tokenSent: true, heldScopes: identity.scopes });
     }
   }
 

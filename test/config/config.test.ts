@@ -19,13 +19,14 @@ const PUBLIC_EC_KEY = {
 
 /** A complete, valid configuration; each test bends one variable. */
 function baseEnv(
-  overrides: Partial<Omit<Env, "TENANT_SERVER" | "TENANT_REGISTRY" | "DOCS" | "EXTRACTION_RUN">> = {},
+  overrides: Partial<Omit<Env, "TENANT_SERVER" | "TENANT_REGISTRY" | "DOCS" | "EXTRACTION_RUN" | "OAUTH_KV">> = {},
 ): Env {
   return {
     TENANT_SERVER: env.TENANT_SERVER,
     EXTRACTION_RUN: env.EXTRACTION_RUN,
     TENANT_REGISTRY: env.TENANT_REGISTRY,
     DOCS: env.DOCS,
+    OAUTH_KV: env.OAUTH_KV,
     ENVIRONMENT: "test",
     MCP_RESOURCE: "https://kb.test/mcp",
     AUTH_ISSUER: "https://issuer.test/",
@@ -62,7 +63,9 @@ describe("loadConfig accepts a valid configuration (controls)", () => {
     expect(config.resource).toBe("https://kb.test/mcp");
     expect(config.resourceOrigin).toBe("https://kb.test");
     expect(config.issuer).toBe("https://issuer.test/");
-    expect(config.authorizationServers).toEqual(["https://issuer.test/"]);
+    // The built-in authorization server (on outside production) is listed first, then the external issuer.
+    expect(config.authorizationServers).toEqual(["https://kb.test", "https://issuer.test/"]);
+    expect(loadConfig(baseEnv({ OAUTH_SERVER: "off" })).authorizationServers).toEqual(["https://issuer.test/"]);
     expect(config.jwks).toEqual({ kind: "inline", keys: { keys: [PUBLIC_EC_KEY] } });
     expect(config.tenantClaim).toEqual(["tenant_id"]);
     expect(config.maxBodyBytes).toBe(1_048_576);
@@ -392,5 +395,21 @@ describe("embedding, placement and extraction settings (parsed by loadConfig onl
       expect(response.status).toBe(503);
       expect(await response.json()).toMatchObject({ error: { data: { code: "ERR_CONFIG" } } });
     }
+  });
+});
+
+describe("the built-in OAuth authorization server settings", () => {
+  it("is on with the dev sign-in outside production, and off in production unless asked for", () => {
+    expect(loadConfig(baseEnv()).oauth).toMatchObject({ issuer: "https://kb.test", devSignIn: true });
+    expect(loadConfig(prodEnv()).oauth).toBeNull();
+    const on = loadConfig(prodEnv({ OAUTH_SERVER: "on" })).oauth;
+    expect(on).toMatchObject({ issuer: "https://kb.test", devSignIn: false, accessTokenTtlS: 3600 });
+  });
+
+  it("refuses the dev sign-in in production and out-of-range lifetimes", () => {
+    expectConfigError(prodEnv({ OAUTH_SERVER: "on", OAUTH_DEV_SIGN_IN: "on" }), /OAUTH_DEV_SIGN_IN/);
+    expectConfigError(baseEnv({ OAUTH_SERVER: "yes" }), /OAUTH_SERVER/);
+    expectConfigError(baseEnv({ OAUTH_ACCESS_TOKEN_TTL_S: "10" }), /OAUTH_ACCESS_TOKEN_TTL_S/);
+    expectConfigError(baseEnv({ OAUTH_REFRESH_TOKEN_TTL_S: "0" }), /OAUTH_REFRESH_TOKEN_TTL_S/);
   });
 });

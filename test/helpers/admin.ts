@@ -52,7 +52,7 @@ export interface AdminAnswer {
 
 /** One admin API call, in-process. `token: null` sends no Authorization header. */
 export async function adminCall(
-  method: "GET" | "POST" | "PUT",
+  method: "GET" | "POST" | "PUT" | "DELETE",
   path: string,
   options: { token?: string | null; body?: unknown; rawBody?: string } = {},
 ): Promise<AdminAnswer> {

@@ -25,7 +25,8 @@ describe("RFC 9728 protected resource metadata", () => {
     expect(mediaType(response)).toBe("application/json");
     const metadata = (await response.json()) as Record<string, unknown>;
     expect(metadata.resource).toBe("https://kb.test/mcp");
-    expect(metadata.authorization_servers).toEqual(["https://issuer.test/"]);
+    // The built-in authorization server first (a client following the 401 signs in there), then the external issuer.
+    expect(metadata.authorization_servers).toEqual(["https://kb.test", "https://issuer.test/"]);
     expect(metadata.scopes_supported).toContain("mcp");
     expect(metadata.bearer_methods_supported).toEqual(["header"]);
     // Only asymmetric algorithms are advertised.

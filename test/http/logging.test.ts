@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { signRawToken } from "../helpers/http";
 import { initializeBody, mcpFetch, rpcResult } from "../helpers/mcp-http";
-import { mintToken } from "../helpers/tokens";
+import { mintToken, RESOURCE } from "../helpers/tokens";
 
 type LogLine = Record<string, unknown>;
 
@@ -76,7 +76,7 @@ function accessLine(ex: Exchange): LogLine {
 }
 
 /** A refused request: the reason is logged as a code, the client sees none of it. */
-function expectRefusedAndLogged(ex: Exchange, code: string): void {
+function expectRefusedAndLogged(ex: Exchange, code: string, description = "The access token is invalid."): void {
   expect(ex.response.status).toBe(401);
   expect(ex.lines.filter((line) => line.code === code)).toHaveLength(1);
   expect(ex.lines.find((line) => line.code === code)).toMatchObject({ event: "request.refused", status: 401 });
@@ -88,10 +88,7 @@ function expectRefusedAndLogged(ex: Exchange, code: string): void {
   }
   expect(ex.body).not.toContain(code);
   expect(ex.body).not.toContain("ERR_");
-  expect(JSON.parse(ex.body)).toEqual({
-    error: "invalid_token",
-    error_description: "The access token is invalid.",
-  });
+  expect(JSON.parse(ex.body)).toEqual({ error: "invalid_token", error_description: description });
 }
 
 describe("structured request logs", () => {
@@ -146,13 +143,19 @@ describe("structured request logs", () => {
     expectRefusedAndLogged(ex, "ERR_TOKEN_EXPIRED");
   });
 
-  it("logs a wrong-audience token as ERR_TOKEN_CLAIMS without telling the client", async () => {
+  it("logs a wrong-audience token as ERR_TOKEN_WRONG_AUDIENCE; the client is told only the expected audience", async () => {
     const token = await signRawToken({ tenant_id: "log-aud", aud: "https://other.test/mcp", scope: "mcp" });
     const ex = await exchange(() => mcpFetch({ method: "POST", token, body: initializeBody() }));
     expectWellFormed(ex);
     expectNoSecret(ex, token);
-    expectRefusedAndLogged(ex, "ERR_TOKEN_CLAIMS");
-    expect(ex.body).not.toContain("aud");
+    expectRefusedAndLogged(
+      ex,
+      "ERR_TOKEN_WRONG_AUDIENCE",
+      `The access token is for another audience; this endpoint accepts tokens for ${RESOURCE}.`,
+    );
+    // The public resource URL, never the token's own claim values.
+    expect(ex.body).toContain(RESOURCE);
+    expect(ex.body).not.toContain("other.test");
   });
 
   it("logs a token in the query string as ERR_TOKEN_IN_QUERY, without logging the query", async () => {
