@@ -241,6 +241,35 @@ describe("the tenant's embedder key", () => {
     });
   });
 
+  it("A's wrapped embedder key placed into B's row does not open for B; A's key still opens for A", async () => {
+    const a = uniqueTenant("emb-xa");
+    const b = uniqueTenant("emb-xb");
+    const fromA = await runInDurableObject(tenantStub(a), async (_i, state) => {
+      const ring = new TenantKeyring(state.storage.sql, a, MasterKeys.fromEnv(env));
+      const key = Uint8Array.from(await ring.createEmbedderKey());
+      const row = state.storage.sql
+        .exec<{ epoch: string; wrapped: ArrayBuffer }>(`SELECT epoch, wrapped FROM embedder_keys`)
+        .one();
+      return { key, epoch: row.epoch, wrapped: new Uint8Array(row.wrapped) };
+    });
+    await runInDurableObject(tenantStub(b), async (_i, state) => {
+      state.storage.sql.exec(
+        `INSERT INTO embedder_keys (tenant, epoch, wrapped, created_at) VALUES (?, ?, ?, ?)`,
+        b,
+        fromA.epoch,
+        fromA.wrapped,
+        Date.now(),
+      );
+      const ring = new TenantKeyring(state.storage.sql, b, MasterKeys.fromEnv(env));
+      expect(await codeOf(ring.embedderKey())).toBe("ERR_DECRYPT");
+      expect(await codeOf(new TenantContext(state, env, b).embedder.embed(["x"]))).toBe("ERR_DECRYPT");
+    });
+    await runInDurableObject(tenantStub(a), async (_i, state) => {
+      const ring = new TenantKeyring(state.storage.sql, a, MasterKeys.fromEnv(env));
+      expect(equalBytes((await ring.embedderKey()) as Uint8Array, fromA.key)).toBe(true);
+    });
+  });
+
   it("a master rewrap rewraps the embedder key; the copy from before opens only while its epoch exists", async () => {
     const tenant = uniqueTenant("emb-rewrap");
     await runInDurableObject(tenantStub(tenant), async (_i, state) => {
