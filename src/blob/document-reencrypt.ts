@@ -6,6 +6,14 @@ import { newGeneration } from "./blob-gc";
 import { putEncrypted } from "./blob-stream";
 import type { DocumentRow, DocumentRows } from "./document-rows";
 
+/**
+ * Rotation of one tenant's documents to a newer data key version: each document is re-encrypted to a new
+ * generation by the ordering of blob-custody.ts (new bytes under a new object key, the row switched in one
+ * transaction, old bytes collected after), whose invariant it keeps: a row never points at bytes it cannot open.
+ * The switch commits only if the row still names the generation that was read (a concurrent write wins), under
+ * the document's lock.
+ */
+
 /** What re-encryption needs of one tenant's EncryptedBlobs (all bound to that tenant). */
 export interface ReencryptionScope {
   readonly bucket: R2Bucket;
@@ -20,10 +28,8 @@ export interface ReencryptionScope {
 }
 
 /**
- * Rotation: re-encrypts up to `limit` documents still under a version older than `target` (stream in, stream
- * out, to a new generation, by the same ordering as put: blob-custody.ts, whose invariant it keeps: a row never
- * points at bytes it cannot open). Commits only if the row still names the generation that was read (a
- * concurrent write wins). Idempotent and resumable. Returns how many it re-encrypted.
+ * Re-encrypts up to `limit` documents still under a version older than `target` (stream in, stream out, to a new
+ * generation, by the same ordering as put). Idempotent and resumable. Returns how many it re-encrypted.
  */
 export async function reencryptBatch(
   scope: ReencryptionScope,

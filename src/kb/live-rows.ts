@@ -3,17 +3,6 @@ import { quantize, topRows } from "./int8-scoring";
 import int8DotModule from "./simd/int8-dot.wasm";
 import { PAGE_ROWS, type PageRows, packPage } from "./vector-pages";
 
-interface Kernels {
-  readonly memory: WebAssembly.Memory;
-  dot_all(vecs: number, n: number, dim: number, q: number, out: number): void;
-  dot_some(vecs: number, rows: number, count: number, dim: number, q: number, out: number): void;
-}
-
-const PAGE = 65_536;
-/** Candidates re-ranked exactly (float32 from SQLite) per result wanted; int8 scores only shortlist. */
-const RERANK_FACTOR = 4;
-const RERANK_MIN = 32;
-
 /**
  * The live rows of one tenant's local index (src/kb/local-index.ts), in the WebAssembly linear memory of this
  * object's own instance: the int8 copies back to back, 384 bytes per atom, so 100,000 atoms take 38.4 MB (float32
@@ -26,6 +15,19 @@ const RERANK_MIN = 32;
  *
  * Instances are per tenant object; nothing here is module-level except the compiled (stateless) wasm module.
  */
+
+interface Kernels {
+  readonly memory: WebAssembly.Memory;
+  dot_all(vecs: number, n: number, dim: number, q: number, out: number): void;
+  dot_some(vecs: number, rows: number, count: number, dim: number, q: number, out: number): void;
+}
+
+const PAGE = 65_536;
+/** Candidates re-ranked exactly (float32 from SQLite) per result wanted; int8 scores only shortlist. */
+const RERANK_FACTOR = 4;
+const RERANK_MIN = 32;
+
+/** One tenant's live rows (see the header); built from its opened pages by each load. */
 export class LiveRows {
   readonly #dims: number;
   readonly #kernels: Kernels;

@@ -5,6 +5,16 @@ import { SQL_IDS_PER_STATEMENT } from "./limits";
 import { PAGE_ROWS, type PageRows, unpackPage, type VectorSealer } from "./vector-pages";
 import type { VectorMatch } from "./vector-store";
 
+/**
+ * The local index at rest, in the tenant's SQLite (docs/storage.md, docs/crypto.md): `vector_pages` holds the int8
+ * copies with their scales and atom ids, PAGE_ROWS rows a page; `vector_rows` holds each atom's exact float32
+ * vector; everything sealed under the tenant's "vectors" subkey (src/kb/vector-pages.ts).
+ *
+ * Invariant: pages 0..P-1 exist, all full but the last (a load refuses anything else, ERR_DECRYPT). The writes
+ * here run inside the caller's transaction together with the atom rows, so at every commit point the index at
+ * rest holds exactly the atoms at rest. Every statement is keyed by the tenant given at construction.
+ */
+
 /** The page rows of one write, sealed before its transaction (see src/kb/local-index.ts). */
 export interface PageWrite {
   readonly version: number;
@@ -23,15 +33,7 @@ export interface ResealedRow {
 
 type SealedRow = { atom_id: string; key_version: number; sealed: ArrayBuffer };
 
-/**
- * The local index at rest, in the tenant's SQLite (docs/storage.md, docs/crypto.md): `vector_pages` holds the int8
- * copies with their scales and atom ids, PAGE_ROWS rows a page; `vector_rows` holds each atom's exact float32
- * vector; everything sealed under the tenant's "vectors" subkey (src/kb/vector-pages.ts).
- *
- * Invariant: pages 0..P-1 exist, all full but the last (a load refuses anything else, ERR_DECRYPT). The writes
- * here run inside the caller's transaction together with the atom rows, so at every commit point the index at
- * rest holds exactly the atoms at rest. Every statement is keyed by the tenant given at construction.
- */
+/** One tenant's vector tables (see the header). */
 export class VectorTables {
   readonly #sql: SqlStorage;
   readonly #tenant: string;
