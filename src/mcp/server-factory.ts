@@ -3,7 +3,7 @@ import type { Config } from "../config";
 import type { TenantContext } from "../tenant/tenant-context";
 import type { RequestScope } from "./request-scope";
 import { registerTools, TOOLS } from "./tools/catalog";
-import { registerAtomResource } from "./tools/kb-tools";
+import { registerAtomListing, registerAtomResource } from "./tools/kb-tools";
 import type { ToolDeclaration } from "./tools/tool-declaration";
 
 export const SERVER_INFO = { name: "tenant-mcp-kb", version: "0.1.0" } as const;
@@ -62,6 +62,9 @@ export function createTenantMcpServer(
   const deps = { scope, tenant, config, schedule };
   registerTools(server, deps, tools);
   // The atom template is offered, like the tools, only to a caller who may read it.
-  if (scope.identity.scopes.includes("kb.read")) registerAtomResource(server, deps);
+  if (scope.identity.scopes.includes("kb.read")) {
+    registerAtomResource(server, deps);
+    registerAtomListing(server, deps);
+  }
   return server;
 }
