@@ -12,6 +12,7 @@ import { log } from "../log";
 import { revokeTenantGrants } from "../oauth/tenant-grants";
 import { EMAIL_DOMAIN } from "../oauth/upstream-oidc";
 import { parseRevocation } from "../tenant/revocations";
+import { unwrap } from "../util/rpc-result";
 
 /**
  * Platform-admin API. Tokens must be issued for the admin audience (ADMIN_AUDIENCE, default `<origin>/admin`) and
@@ -41,7 +42,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
 
   app.get("/admin/tenants/:tenant", async (c) => {
     await authenticateAdmin(c);
-    return json(c, await (await knownTenantServer(c)).adminStatus(tenantParam(c)));
+    return json(c, unwrap(await (await knownTenantServer(c)).adminStatus(tenantParam(c))));
   });
 
   app.post("/admin/tenants/:tenant/offboard", async (c) => {
@@ -51,7 +52,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     if (body?.confirm !== tenant) {
       throw new KbError("ERR_BAD_REQUEST", 'confirm by sending {"confirm": "<tenant>"}');
     }
-    const receipt = await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject);
+    const receipt = unwrap(await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject));
     // The tenant's grants and tokens of the built-in authorization server go with it (the registry already says
     // "offboarding", so a concurrent authorization or refresh is refused too; this call is idempotent).
     const oauthGrants = await revokeTenantGrants(c.env, requireConfig(c.var.config), tenant);
@@ -62,7 +63,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
   app.post("/admin/tenants/:tenant/rotate", async (c) => {
     const admin = await authenticateAdmin(c);
     const tenant = tenantParam(c);
-    const rotation = await (await knownTenantServer(c)).adminRotate(tenant);
+    const rotation = unwrap(await (await knownTenantServer(c)).adminRotate(tenant));
     log("info", { event: "admin.rotate", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { rotation }, 202);
   });
@@ -71,7 +72,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const admin = await authenticateAdmin(c);
     const tenant = tenantParam(c);
     const body = await c.req.json().catch(() => null);
-    const egress = await (await knownTenantServer(c)).adminSetEgress(tenant, body);
+    const egress = unwrap(await (await knownTenantServer(c)).adminSetEgress(tenant, body));
     log("info", { event: "admin.egress", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { egress });
   });
@@ -82,7 +83,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const body = await c.req.json().catch(() => null);
     // Validated here (400 before any object is reached) and again by the tenant object, which applies it.
     parsePlacementRequest(body, requireConfig(c.var.config).vectorPlacement, tenant);
-    const placement = await (await knownTenantServer(c)).adminSetPlacement(tenant, body);
+    const placement = unwrap(await (await knownTenantServer(c)).adminSetPlacement(tenant, body));
     log("info", {
       event: "admin.placement",
       requestId: c.var.requestId,
@@ -99,14 +100,14 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const body = await c.req.json().catch(() => null);
     // Validated here (400 before any object is reached) and again by the tenant object, which stores it.
     parseRevocation(body, requireConfig(c.var.config), Math.floor(Date.now() / 1000));
-    const revocation = await (await knownTenantServer(c)).adminRevoke(tenant, body, admin.subject);
+    const revocation = unwrap(await (await knownTenantServer(c)).adminRevoke(tenant, body, admin.subject));
     log("warn", { event: "admin.revoke", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return c.json({ revocation }, 201, { "cache-control": "no-store" });
   });
 
   app.get("/admin/tenants/:tenant/revocations", async (c) => {
     await authenticateAdmin(c);
-    return json(c, { revocations: await (await knownTenantServer(c)).adminRevocations(tenantParam(c)) });
+    return json(c, { revocations: unwrap(await (await knownTenantServer(c)).adminRevocations(tenantParam(c))) });
   });
 
   app.post("/admin/signing-keys/rotate", async (c) => {

@@ -6,6 +6,7 @@ import { log } from "../log";
 import { checkQuota } from "../tenant/quotas";
 import type { TenantContext } from "../tenant/tenant-context";
 import { base64url } from "../util/bytes";
+import { unwrap } from "../util/rpc-result";
 import { yieldToEventLoop } from "../util/yield";
 import { RunLedger } from "./run-ledger";
 import { kindFor } from "./segmenter";
@@ -144,7 +145,7 @@ export class RunManager {
       this.#update(runId, { status: "running", attempt: row.attempt + 1, object_ids: JSON.stringify(objectIds) });
       const channel = new WriteBackChannel(this.#tenant, this.#ledger, runId, row.document_id, onProgress);
       try {
-        await this.#env.EXTRACTION_RUN.get(id).execute(
+        const answer = await this.#env.EXTRACTION_RUN.get(id).execute(
           {
             tenant: this.#tenant.tenant,
             runId,
@@ -154,6 +155,7 @@ export class RunManager {
           },
           channel,
         );
+        unwrap(answer); // a refusal is thrown here, as the KbError it was
         // The counts are the ledger's (committed with the atoms), not the run object's report.
         return this.#succeed(runId);
       } catch (error) {

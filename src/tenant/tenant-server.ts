@@ -14,6 +14,7 @@ import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer } from "../mcp/server-factory";
+import { type RpcResult, settle } from "../util/rpc-result";
 import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { createRevocationsTable, parseRevocation, type Revocation, Revocations } from "./revocations";
@@ -166,89 +167,105 @@ export class TenantServer extends DurableObject<Env> {
 
   // ---- platform admin (called by the admin API after verifying an admin token) ----
 
-  async adminStatus(tenant: string): Promise<TenantStatus> {
-    const ctx = this.#knownContext(tenant);
-    const lifecycle = this.#lifecycle(ctx);
-    const active = lifecycle.state() === "active";
-    return {
-      tenant,
-      state: lifecycle.state(),
-      keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
-      embedderKey: embedderKeyStatus(ctx.keyring, this.ctx.storage.sql),
-      placement: placementStatus(this.ctx.storage.sql, loadConfig(this.env).vectorPlacement, tenant),
-      atoms: active ? ctx.kb.count() : this.#count("atoms"),
-      documents: this.#count("documents"),
-      rotation: lifecycle.rotation(),
-      egress: ctx.egressPolicy(),
-      receipt: lifecycle.receipt(),
-      jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
-      quotas: ctx.usage(loadConfig(this.env)),
-    };
+  async adminStatus(tenant: string): Promise<RpcResult<TenantStatus>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      const lifecycle = this.#lifecycle(ctx);
+      const active = lifecycle.state() === "active";
+      return {
+        tenant,
+        state: lifecycle.state(),
+        keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
+        embedderKey: embedderKeyStatus(ctx.keyring, this.ctx.storage.sql),
+        placement: placementStatus(this.ctx.storage.sql, loadConfig(this.env).vectorPlacement, tenant),
+        atoms: active ? ctx.kb.count() : this.#count("atoms"),
+        documents: this.#count("documents"),
+        rotation: lifecycle.rotation(),
+        egress: ctx.egressPolicy(),
+        receipt: lifecycle.receipt(),
+        jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
+        quotas: ctx.usage(loadConfig(this.env)),
+      };
+    });
   }
 
   /** Crypto-shred: keys and sessions are destroyed before this returns; the purge continues in the alarm. */
-  async adminOffboard(tenant: string, requestedBy: string): Promise<ShredReceipt> {
-    const ctx = this.#knownContext(tenant);
-    const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
-    log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
-    await this.#registry().setState(tenant, "offboarding");
-    await this.ctx.storage.setAlarm(Date.now());
-    return receipt;
+  async adminOffboard(tenant: string, requestedBy: string): Promise<RpcResult<ShredReceipt>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
+      log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
+      await this.#registry().setState(tenant, "offboarding");
+      await this.ctx.storage.setAlarm(Date.now());
+      return receipt;
+    });
   }
 
-  async adminSetEgress(tenant: string, policy: unknown): Promise<EgressPolicy> {
-    const ctx = this.#knownContext(tenant);
-    this.#lifecycle(ctx).assertActive();
-    const parsed = parseEgressPolicy(policy);
-    ctx.setEgressPolicy(parsed);
-    return parsed;
+  async adminSetEgress(tenant: string, policy: unknown): Promise<RpcResult<EgressPolicy>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      this.#lifecycle(ctx).assertActive();
+      const parsed = parseEgressPolicy(policy);
+      ctx.setEgressPolicy(parsed);
+      return parsed;
+    });
   }
 
   /**
    * Sets the tenant's vector placement choice (src/kb/tenant-placement.ts). When the placement changes (only
    * possible with no atom and no run in progress), the tenant's context is rebuilt so the new store serves next.
    */
-  async adminSetPlacement(tenant: string, body: unknown): Promise<PlacementStatus> {
-    // Not through #knownContext: a tenant whose placement no longer resolves (ERR_CONFIG) has no context, and this
-    // route is how the operator puts it right.
-    if (this.#boundTenant() !== tenant) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
-    const sql = this.ctx.storage.sql;
-    const state = sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'state'`).toArray()[0];
-    if (state && state.value !== "active") {
-      throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
-    }
-    const { status, changed } = setPlacementChoice(sql, loadConfig(this.env).vectorPlacement, tenant, body);
-    if (changed) this.#tenant = null;
-    return status;
+  async adminSetPlacement(tenant: string, body: unknown): Promise<RpcResult<PlacementStatus>> {
+    return settle(async () => {
+      // Not through #knownContext: a tenant whose placement no longer resolves (ERR_CONFIG) has no context, and this
+      // route is how the operator puts it right.
+      if (this.#boundTenant() !== tenant) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
+      const sql = this.ctx.storage.sql;
+      const state = sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'state'`).toArray()[0];
+      if (state && state.value !== "active") {
+        throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+      }
+      const { status, changed } = setPlacementChoice(sql, loadConfig(this.env).vectorPlacement, tenant, body);
+      if (changed) this.#tenant = null;
+      return status;
+    });
   }
 
-  async adminRotate(tenant: string): Promise<RotationState> {
-    const ctx = this.#knownContext(tenant);
-    await this.#ensureRegistered(tenant);
-    const state = await this.#lifecycle(ctx).startRotation();
-    await this.ctx.storage.setAlarm(Date.now());
-    return state;
+  async adminRotate(tenant: string): Promise<RpcResult<RotationState>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      await this.#ensureRegistered(tenant);
+      const state = await this.#lifecycle(ctx).startRotation();
+      await this.ctx.storage.setAlarm(Date.now());
+      return state;
+    });
   }
 
   /** Revokes access tokens of this tenant, by `jti` or by subject (issued before a time); see revocations.ts. */
-  async adminRevoke(tenant: string, body: unknown, requestedBy: string): Promise<Revocation> {
-    const ctx = this.#knownContext(tenant);
-    this.#lifecycle(ctx).assertActive();
-    const nowS = Math.floor(Date.now() / 1000);
-    const revocation = parseRevocation(body, loadConfig(this.env), nowS);
-    return new Revocations(this.ctx.storage.sql, tenant).add(revocation, requestedBy, nowS);
+  async adminRevoke(tenant: string, body: unknown, requestedBy: string): Promise<RpcResult<Revocation>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      this.#lifecycle(ctx).assertActive();
+      const nowS = Math.floor(Date.now() / 1000);
+      const revocation = parseRevocation(body, loadConfig(this.env), nowS);
+      return new Revocations(this.ctx.storage.sql, tenant).add(revocation, requestedBy, nowS);
+    });
   }
 
-  async adminRevocations(tenant: string): Promise<Revocation[]> {
-    this.#knownContext(tenant);
-    return new Revocations(this.ctx.storage.sql, tenant).list(Math.floor(Date.now() / 1000));
+  async adminRevocations(tenant: string): Promise<RpcResult<Revocation[]>> {
+    return settle(async () => {
+      this.#knownContext(tenant);
+      return new Revocations(this.ctx.storage.sql, tenant).list(Math.floor(Date.now() / 1000));
+    });
   }
 
   /** Master epoch rotation, per tenant: rewrap every data key under the current epoch (data untouched). */
-  async rewrapKeys(tenant: string): Promise<number> {
-    const ctx = this.#knownContext(tenant);
-    if (this.#lifecycle(ctx).state() !== "active") return 0;
-    return ctx.keyring.rewrapAll();
+  async rewrapKeys(tenant: string): Promise<RpcResult<number>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      if (this.#lifecycle(ctx).state() !== "active") return 0;
+      return ctx.keyring.rewrapAll();
+    });
   }
 
   /**
