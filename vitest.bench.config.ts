@@ -19,6 +19,8 @@ export default defineConfig({
     testTimeout: 1_800_000,
     hookTimeout: 600_000,
     fileParallelism: false,
+    // The results are console lines of passing tests (BENCH_RESULT): the test config's "passed-only" would drop them.
+    silent: false,
     provide: { benchSizes: sizes, benchQueries: queries },
   },
 });

@@ -25,6 +25,7 @@ import { decryptingTransformer, encryptingTransformer, type StreamStats } from "
 import { MasterKeys } from "../src/crypto/master-keys";
 import { TenantLifecycle } from "../src/tenant/lifecycle";
 import { TenantContext } from "../src/tenant/tenant-context";
+import { unwrap } from "../src/util/rpc-result";
 import { Corpus } from "./corpus";
 import {
   drain,
@@ -244,7 +245,7 @@ describe("crypto benchmark", () => {
     const rpcSeed = await seedTenant(rpcTenant, shape, corpus);
     const stub = tenantStub(rpcTenant);
     const t0 = now();
-    const receipt = await stub.adminOffboard(rpcTenant, "bench-operator");
+    const receipt = unwrap(await stub.adminOffboard(rpcTenant, "bench-operator"));
     const offboardRpcMs = now() - t0;
     const returnedAt = Date.now();
     const afterShred = await remaining(rpcTenant);
@@ -252,7 +253,7 @@ describe("crypto benchmark", () => {
     let purgeBatches = 0;
     let purged: Record<string, number> = {};
     while (!completedAt) {
-      const status = await stub.adminStatus(rpcTenant);
+      const status = unwrap(await stub.adminStatus(rpcTenant));
       completedAt = status.receipt?.completedAt ?? null;
       purgeBatches = status.receipt?.purgeBatches ?? 0;
       purged = { ...(status.receipt?.purged ?? {}) };
@@ -333,7 +334,7 @@ describe("crypto benchmark", () => {
         const a = `bench-shred-k${versions}-r${rep}-${RUN}`;
         await seedTenant(a, small, corpus);
         const s = now();
-        const got = await tenantStub(a).adminOffboard(a, "bench-operator");
+        const got = unwrap(await tenantStub(a).adminOffboard(a, "bench-operator"));
         rpcMs.push(now() - s);
         expect(got.keyVersionsDestroyed.length).toBe(versions);
         const b = `bench-shred-d${versions}-r${rep}-${RUN}`;

@@ -7,7 +7,7 @@
  *     recall@10 is coverage@(4k) = coverage@40 for k = 10 (RERANK_FACTOR = 4), so coverage@20 tells whether a
  *     factor of 2 (half the SQLite rows read per query) would keep recall.
  */
-import { quantize } from "../src/kb/local-index";
+import { quantize } from "../src/kb/int8-scoring";
 import int8DotModule from "../src/kb/simd/int8-dot.wasm";
 import { type ExactTop, mean, round } from "./measure";
 

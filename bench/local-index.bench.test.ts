@@ -14,14 +14,14 @@
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
-import { hashEmbed, LOCAL_DIMENSIONS } from "../src/kb/embedder";
+import { LOCAL_DIMENSIONS } from "../src/kb/embedder";
 import type { AtomInput } from "../src/kb/knowledge-base";
 import { LIMITS } from "../src/kb/limits";
 import { LocalVectorIndex } from "../src/kb/local-index";
 import type { VectorMatch, VectorRecord } from "../src/kb/vector-store";
 import { Corpus, gaussianUnitVectors } from "./corpus";
 import { int8Diagnostics } from "./int8-diagnostics";
-import { type BenchKnowledgeBase, benchKnowledgeBase, benchSealer } from "./knowledge-base";
+import { type BenchKnowledgeBase, benchEmbedderFor, benchKnowledgeBase, benchSealer } from "./knowledge-base";
 import { type ExactTop, exactTopK, mean, now, percentile, recallAtK, round, timeInterleaved } from "./measure";
 
 declare module "vitest" {
@@ -133,7 +133,7 @@ describe("local vector index benchmark", () => {
       phaseStart = now();
       const warm = await runInDurableObject(stub, async (_instance, state) => {
         if (!live) throw new Error("knowledge base not built");
-        const { kb, index, sealer } = live;
+        const { kb, index, sealer, embedder } = live;
         expect(kb.count()).toBe(n);
         expect(index.size).toBe(n);
 
@@ -156,7 +156,7 @@ describe("local vector index benchmark", () => {
         const exactDataLoadMs = now() - readStart;
 
         const queries = Array.from({ length: queryCount() }, (_, i) => corpus.query(i, n, QUERY_SEED));
-        const vectors = queries.map((q) => hashEmbed(q.text, DIMS));
+        const vectors = await embedder.embed(queries.map((q) => q.text));
 
         const items = queries.map((q, i) => ({ text: q.text, vector: vectors[i] as Float32Array }));
         const timed = await timeInterleaved(items, {
@@ -239,7 +239,9 @@ describe("local vector index benchmark", () => {
       const restartStart = now();
       const cold = await runInDurableObject(stub, async (_instance, state) => {
         const restartMs = now() - restartStart;
-        const q = hashEmbed(corpus.query(1, n, QUERY_SEED + 1).text, DIMS);
+        const [q] = (await benchEmbedderFor(state.storage.sql, tenant, env).embed([
+          corpus.query(1, n, QUERY_SEED + 1).text,
+        ])) as [Float32Array];
         const index = new LocalVectorIndex(
           state.storage.sql,
           tenant,

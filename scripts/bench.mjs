@@ -346,7 +346,7 @@ function writeReport(results) {
   out.push("# Benchmarks: local vector index");
   out.push("");
   out.push(
-    "Three sections: the local vector index (this one, `npm run bench -- --suite=index`), " +
+    "Generated sections: the local vector index (this one, `npm run bench -- --suite=index`), " +
       "[at-rest crypto and offboarding](#benchmarks-at-rest-crypto-and-offboarding) (`npm run bench -- --suite=crypto`) " +
       "and [the request path against the template](#benchmarks-request-path-against-the-template-edge) " +
       "(`npm run bench -- --suite=edge`).",
@@ -532,7 +532,7 @@ function method() {
     "",
     "- **Where**: everything runs inside a tenant Durable Object under local workerd (`@cloudflare/vitest-plugin`, " +
       "`runInDurableObject`), with the object's own SQLite (`state.storage.sql`). The knowledge base is wired like " +
-      "`TenantContext` (src/tenant/tenant-context.ts): `LocalVectorIndex` over `state.storage.sql`, `LocalHashEmbedder`, " +
+      "`TenantContext` (src/tenant/tenant-context.ts): `LocalVectorIndex` over `state.storage.sql`, `LocalHashEmbedder` keyed under the tenant's embedder key (local-keyed-v2), " +
       "`EmbeddingCache`, `transaction = state.storage.transactionSync`, and the atom cipher (`AtomCipher` over a " +
       "`TenantKeyring` under the master keys the test config provides), see bench/knowledge-base.ts. Fresh " +
       "tenants (objects) per N.",

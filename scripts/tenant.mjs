@@ -3,6 +3,9 @@
 //   npm run tenant -- status <tenant>            key versions and epochs, counts, rotation, shred receipt
 //   npm run tenant -- rotate <tenant>            new data key version; old data re-encrypted in the background
 //   npm run tenant -- offboard <tenant> --yes    crypto-shred: keys and sessions destroyed now, data purged after
+//   npm run tenant -- placement <tenant> local|vectorize|default
+//                                                where its vectors live: local (sealed in its object), the Vectorize
+//                                                index VECTOR_PLACEMENT gives it, or whatever the configuration says
 //   npm run tenant -- list                       tenants and their states
 //   npm run tenant -- rewrap-master              rewrap every tenant's keys under MASTER_KEY_EPOCH (then GET progress)
 //   npm run tenant -- map-domain <domain> <tenant>   users whose verified email is @<domain> sign in to <tenant>
@@ -118,6 +121,15 @@ try {
         );
       break;
     }
+    case "placement": {
+      const t = requireTenant();
+      const choice = positionals[2];
+      if (!["local", "vectorize", "default"].includes(choice ?? "")) {
+        throw new Error("usage: npm run tenant -- placement <tenant> local|vectorize|default");
+      }
+      print(await call("PUT", `/admin/tenants/${t}/placement`, { placement: choice }));
+      break;
+    }
     case "rewrap-master":
       print(await call("POST", "/admin/master/rewrap"));
       if (values.wait)
@@ -158,7 +170,7 @@ try {
     }
     default:
       console.error(
-        "usage: npm run tenant -- status|rotate|offboard|list|rewrap-master|egress|map-domain|unmap-domain|domains [args] " +
+        "usage: npm run tenant -- status|rotate|offboard|placement|list|rewrap-master|egress|map-domain|unmap-domain|domains [args] " +
           "[--url URL] [--yes] [--wait] [--allow URL]... [--clear]",
       );
       process.exit(2);

@@ -1,6 +1,14 @@
 import { z } from "zod";
 import type { Env } from "./env";
 import { KbError } from "./errors";
+import {
+  type EmbedderSetting,
+  type ExtractorSetting,
+  parseEmbedder,
+  parseExtractor,
+  parseVectorPlacement,
+  type VectorPlacementSetting,
+} from "./kb/placement-config";
 import { DEFAULT_QUOTAS, type QuotaLimits } from "./tenant/quotas";
 
 /** Issuer of the local dev tokens (`npm run token`). `.invalid` is a reserved TLD: it can never be a real issuer. */
@@ -69,6 +77,12 @@ export interface Config {
   readonly egressTimeoutMs: number;
   /** Per-tenant quotas and request rates (src/tenant/quotas.ts). */
   readonly quotas: QuotaLimits;
+  /** EMBEDDER, AI_MODEL, AI_DIMENSIONS (src/kb/placement-config.ts). */
+  readonly embedder: EmbedderSetting;
+  /** VECTOR_PLACEMENT, every named Vectorize binding checked to exist. */
+  readonly vectorPlacement: VectorPlacementSetting;
+  /** EXTRACTOR: how extraction runs segment documents (docs/extraction.md). */
+  readonly extractor: ExtractorSetting;
   /** This deployment's own OAuth authorization server (src/oauth/), or null when it is off. */
   readonly oauth: OAuthServerConfig | null;
 }
@@ -209,6 +223,9 @@ function parseConfig(env: Env): Config {
     egressMaxBytes: intInRange(env.EGRESS_MAX_BYTES, 16 * 1_048_576, 1024, 100 * 1_048_576, "EGRESS_MAX_BYTES"),
     egressTimeoutMs: intInRange(env.EGRESS_TIMEOUT_MS, 10_000, 100, 60_000, "EGRESS_TIMEOUT_MS"),
     quotas: quotas(env),
+    embedder: parseEmbedder(env),
+    vectorPlacement: parseVectorPlacement(env.VECTOR_PLACEMENT, env),
+    extractor: parseExtractor(env),
     oauth,
   };
 }

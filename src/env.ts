@@ -40,7 +40,7 @@ export interface Env {
   readonly EXTRACTOR?: string;
   readonly EXTRACTION_MODEL?: string;
   readonly AI_GATEWAY_ID?: string;
-  /** Vector placement per tenant (src/kb/placement.ts); Vectorize bindings are looked up by the names it gives. */
+  /** Vector placement per tenant (parsed by loadConfig, src/kb/placement-config.ts); names Vectorize bindings. */
   readonly VECTOR_PLACEMENT?: string;
   readonly EMBEDDER?: string;
   readonly AI?: unknown;

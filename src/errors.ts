@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   // 4xx transport errors.
   ERR_PROTOCOL_VERSION: 400,
   ERR_BAD_REQUEST: 400,
+  // A change the resource's current state does not allow (e.g. moving a tenant's vectors while it has atoms).
+  ERR_CONFLICT: 409,
   // Tool-level errors: returned as JSON-RPC invalid-params / not-found inside a 200 response.
   ERR_INVALID_PARAMS: 400,
   ERR_ATOM_NOT_FOUND: 404,

@@ -63,9 +63,18 @@ class E2EProvider {
   codeVerifier() {
     return this.saved.verifier;
   }
+  // Kept with the verifier, as a real client must: the SDK then checks that the code is redeemed at the
+  // authorization server the redirect went to (SEP-2352).
+  saveDiscoveryState(state) {
+    this.saved.discovery = state;
+  }
+  discoveryState() {
+    return this.saved.discovery;
+  }
   invalidateCredentials(scope) {
     if (scope === "tokens" || scope === "all") this.saved.tokens = undefined;
     if (scope === "all" || scope === "client") this.saved.client = undefined;
+    if (scope === "all" || scope === "discovery") this.saved.discovery = undefined;
   }
   async redirectToAuthorization(url) {
     const callback = await this.browser(url);

@@ -53,14 +53,17 @@ export async function memoryRun(ctx, outFile) {
 
   const sample = async (label) => {
     let heap = null;
-    try {
-      const snapshotFile = process.env.FAULTS_HEAP_SNAPSHOTS
-        ? join(ctx.outDir, `heap-${label}.heapsnapshot`)
-        : undefined;
-      heap = await isolateHeap(ctx.server.inspectorPort, { snapshotFile });
-    } catch (error) {
-      heap = { error: error.message };
-    }
+    // FAULTS_HEAP=0 leaves the inspector alone (reading the heap through wrangler's inspector proxy costs it
+    // descriptors, see BENCHMARKS.md).
+    if (process.env.FAULTS_HEAP !== "0")
+      try {
+        const snapshotFile = process.env.FAULTS_HEAP_SNAPSHOTS
+          ? join(ctx.outDir, `heap-${label}.heapsnapshot`)
+          : undefined;
+        heap = await isolateHeap(ctx.server.inspectorPort, { snapshotFile });
+      } catch (error) {
+        heap = { error: error.message };
+      }
     const processes = ctx.server.workerdRss();
     const point = {
       label,
@@ -72,7 +75,7 @@ export async function memoryRun(ctx, outFile) {
       heapMb: heap?.usedBytes ? Math.round((heap.usedBytes / 2 ** 20) * 10) / 10 : null,
     };
     console.log(
-      `memory: ${label}: ${processes.map((p) => `workerd ${p.role} ${Math.round(p.rssKb / 1024)} MB`).join(", ")}; isolate heap ${point.heapMb ?? "?"} MB${heap?.error ? ` (${heap.error})` : ""} (${requests} requests)`,
+      `memory: ${label}: ${processes.map((p) => `workerd ${p.role} ${Math.round(p.rssKb / 1024)} MB, ${p.fds} fds`).join(", ")}; isolate heap ${point.heapMb ?? "?"} MB${heap?.error ? ` (${heap.error})` : ""} (${requests} requests)`,
     );
     return point;
   };

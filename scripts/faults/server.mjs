@@ -85,7 +85,14 @@ export class Server {
         // wrangler's own proxy workers (no project code runs there).
         const cmdline = readFileSync(`/proc/${name}/cmdline`, "utf8");
         const role = cmdline.includes("--inspector-addr") ? "worker" : "wrangler-proxy";
-        found.push({ pid: Number(name), role, rssKb: rss });
+        // Open descriptors: wrangler's proxy leaks sockets under load (BENCHMARKS.md, memory).
+        let fds = null;
+        try {
+          fds = readdirSync(`/proc/${name}/fd`).length;
+        } catch {
+          // not readable: left out
+        }
+        found.push({ pid: Number(name), role, rssKb: rss, fds });
       } catch {
         // the process went away between readdir and read
       }

@@ -7,10 +7,12 @@ import { KbError } from "../errors";
 import { forgetCachedJwks } from "../exchange/token-route";
 import { type AppEnv, requireConfig } from "../http/context";
 import { checkOriginAndHost } from "../http/origin-guard";
+import { parsePlacementRequest } from "../kb/tenant-placement";
 import { log } from "../log";
 import { revokeTenantGrants } from "../oauth/tenant-grants";
 import { EMAIL_DOMAIN } from "../oauth/upstream-oidc";
 import { parseRevocation } from "../tenant/revocations";
+import { unwrap } from "../util/rpc-result";
 
 /**
  * Platform-admin API. Tokens must be issued for the admin audience (ADMIN_AUDIENCE, default `<origin>/admin`) and
@@ -22,6 +24,7 @@ import { parseRevocation } from "../tenant/revocations";
  *   POST /admin/tenants/:tenant/offboard   crypto-shred; body {"confirm": "<tenant>"}
  *   POST /admin/tenants/:tenant/rotate     new data key version; re-encryption runs in the background
  *   PUT  /admin/tenants/:tenant/egress     egress policy: {"origins": [...], "resources": [{resource, audience?, scopes}]}
+ *   PUT  /admin/tenants/:tenant/placement  vector placement: {"placement": "local" | "vectorize" | "default"}
  *   POST /admin/tenants/:tenant/revocations  revoke tokens: {"jti": "..."} or {"subject": "...", "before": <epoch s>}
  *   GET  /admin/tenants/:tenant/revocations  live revocations
  *   POST /admin/signing-keys/rotate        new signing key for exchanged tokens (the old one stays published a day)
@@ -39,7 +42,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
 
   app.get("/admin/tenants/:tenant", async (c) => {
     await authenticateAdmin(c);
-    return json(c, await (await knownTenantServer(c)).adminStatus(tenantParam(c)));
+    return json(c, unwrap(await (await knownTenantServer(c)).adminStatus(tenantParam(c))));
   });
 
   app.post("/admin/tenants/:tenant/offboard", async (c) => {
@@ -49,7 +52,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     if (body?.confirm !== tenant) {
       throw new KbError("ERR_BAD_REQUEST", 'confirm by sending {"confirm": "<tenant>"}');
     }
-    const receipt = await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject);
+    const receipt = unwrap(await (await knownTenantServer(c)).adminOffboard(tenant, admin.subject));
     // The tenant's grants and tokens of the built-in authorization server go with it (the registry already says
     // "offboarding", so a concurrent authorization or refresh is refused too; this call is idempotent).
     const oauthGrants = await revokeTenantGrants(c.env, requireConfig(c.var.config), tenant);
@@ -60,7 +63,7 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
   app.post("/admin/tenants/:tenant/rotate", async (c) => {
     const admin = await authenticateAdmin(c);
     const tenant = tenantParam(c);
-    const rotation = await (await knownTenantServer(c)).adminRotate(tenant);
+    const rotation = unwrap(await (await knownTenantServer(c)).adminRotate(tenant));
     log("info", { event: "admin.rotate", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { rotation }, 202);
   });
@@ -69,9 +72,26 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const admin = await authenticateAdmin(c);
     const tenant = tenantParam(c);
     const body = await c.req.json().catch(() => null);
-    const egress = await (await knownTenantServer(c)).adminSetEgress(tenant, body);
+    const egress = unwrap(await (await knownTenantServer(c)).adminSetEgress(tenant, body));
     log("info", { event: "admin.egress", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return json(c, { egress });
+  });
+
+  app.put("/admin/tenants/:tenant/placement", async (c) => {
+    const admin = await authenticateAdmin(c);
+    const tenant = tenantParam(c);
+    const body = await c.req.json().catch(() => null);
+    // Validated here (400 before any object is reached) and again by the tenant object, which applies it.
+    parsePlacementRequest(body, requireConfig(c.var.config).vectorPlacement, tenant);
+    const placement = unwrap(await (await knownTenantServer(c)).adminSetPlacement(tenant, body));
+    log("info", {
+      event: "admin.placement",
+      requestId: c.var.requestId,
+      tenant,
+      subject: admin.subject,
+      outcome: "ok",
+    });
+    return json(c, { placement });
   });
 
   app.post("/admin/tenants/:tenant/revocations", async (c) => {
@@ -80,14 +100,14 @@ export function registerAdminRoutes(app: Hono<AppEnv>): void {
     const body = await c.req.json().catch(() => null);
     // Validated here (400 before any object is reached) and again by the tenant object, which stores it.
     parseRevocation(body, requireConfig(c.var.config), Math.floor(Date.now() / 1000));
-    const revocation = await (await knownTenantServer(c)).adminRevoke(tenant, body, admin.subject);
+    const revocation = unwrap(await (await knownTenantServer(c)).adminRevoke(tenant, body, admin.subject));
     log("warn", { event: "admin.revoke", requestId: c.var.requestId, tenant, subject: admin.subject, outcome: "ok" });
     return c.json({ revocation }, 201, { "cache-control": "no-store" });
   });
 
   app.get("/admin/tenants/:tenant/revocations", async (c) => {
     await authenticateAdmin(c);
-    return json(c, { revocations: await (await knownTenantServer(c)).adminRevocations(tenantParam(c)) });
+    return json(c, { revocations: unwrap(await (await knownTenantServer(c)).adminRevocations(tenantParam(c))) });
   });
 
   app.post("/admin/signing-keys/rotate", async (c) => {

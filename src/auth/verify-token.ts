@@ -197,7 +197,8 @@ function audiences(payload: JWTPayload): readonly string[] {
   return typeof aud === "string" ? [aud] : Array.isArray(aud) ? aud : [];
 }
 
-function claimAtPath(payload: JWTPayload, path: readonly string[]): unknown {
+/** A claim at a dotted path of own properties (no arrays, no prototype): the tenant claim, upstream claims. */
+export function claimAtPath(payload: JWTPayload, path: readonly string[]): unknown {
   let value: unknown = payload;
   for (const part of path) {
     if (typeof value !== "object" || value === null || Array.isArray(value) || !Object.hasOwn(value, part)) {

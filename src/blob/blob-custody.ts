@@ -144,11 +144,6 @@ export class BlobCustody {
   pending(): number {
     return this.#garbage.pending();
   }
-
-  /** Offboarding: the whole prefix is purged by listing, so the candidates are dropped. */
-  purgeAll(): number {
-    return this.#garbage.purgeAll();
-  }
 }
 
 function candidateOf(tenant: string, id: string, generation: string | null): GarbageCandidate {

@@ -111,11 +111,4 @@ export class BlobGarbage {
   pending(): number {
     return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM blob_gc WHERE tenant = ?`, this.#tenant).one().n;
   }
-
-  /** Offboarding: every object under the tenant's prefix is purged by listing, so the candidates are moot. */
-  purgeAll(): number {
-    const before = this.pending();
-    this.#sql.exec(`DELETE FROM blob_gc WHERE tenant = ?`, this.#tenant);
-    return before;
-  }
 }

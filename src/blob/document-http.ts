@@ -2,7 +2,7 @@ import type { Identity } from "../auth/identity";
 import { DOCUMENT_METHODS } from "../config";
 import { InsufficientScopeError, KbError, MethodNotAllowedError } from "../errors";
 import type { TenantContext } from "../tenant/tenant-context";
-import { type RangeRequest, resolveRange } from "./encrypted-blobs";
+import { type RangeRequest, resolveRange } from "./ranges";
 import { documentSecurityHeaders } from "./response-headers";
 
 /**

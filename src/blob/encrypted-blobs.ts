@@ -1,14 +1,13 @@
-import { decryptingReadable, HEADER_SIZE, openRandomAccess } from "../crypto/chunked-aead";
 import type { TenantKeyring } from "../crypto/tenant-keyring";
 import { KbError } from "../errors";
-import { LIMITS } from "../kb/limits";
-import { log } from "../log";
 import { checkQuota, type QuotaLimits } from "../tenant/quotas";
 import { BlobCustody } from "./blob-custody";
 import { documentObjectKey, newGeneration, type Transaction } from "./blob-gc";
 import { putEncrypted } from "./blob-stream";
-import { rangeReadable } from "./range-stream";
-import { type ByteRange, type RangeRequest, resolveRange } from "./ranges";
+import { readDocumentObject } from "./document-read";
+import { reencryptBatch } from "./document-reencrypt";
+import { checkId, type DocumentMeta, type DocumentRow, DocumentRows, toMeta } from "./document-rows";
+import type { ByteRange, RangeRequest } from "./ranges";
 
 /**
  * One tenant's documents in R2, encrypted with c2sp.org/chunked-encryption (Cobblestone-256) under the tenant's
@@ -18,43 +17,22 @@ import { type ByteRange, type RangeRequest, resolveRange } from "./ranges";
  * tenant's prefix, renamed (another id or generation), or relabelled with another key version fails to decrypt
  * before any plaintext is released (the key commitment is checked first).
  *
- * The `documents` table (tenant SQLite) is the index of what exists, under which generation and key version; R2
- * holds bytes; `blob_gc` lists objects that may exist without a row (collected by `collectGarbage`). The order in
- * which the two stores change is described, with its invariant, in blob-custody.ts.
+ * The `documents` table (tenant SQLite, src/blob/document-rows.ts) is the index of what exists, under which
+ * generation and key version; R2 holds bytes; `blob_gc` lists objects that may exist without a row (collected by
+ * `collectGarbage`). The order in which the two stores change is described, with its invariant, in
+ * blob-custody.ts. Reads: src/blob/document-read.ts; rotation: src/blob/document-reencrypt.ts.
  */
-export interface DocumentMeta {
-  readonly id: string;
-  readonly size: number;
-  readonly contentType: string;
-  readonly keyVersion: number;
-  readonly createdAt: string;
-  readonly updatedAt: string;
-}
-
-export type { ByteRange, RangeRequest } from "./ranges";
-export { resolveRange } from "./ranges";
+export type { DocumentMeta } from "./document-rows";
 
 /** Largest document accepted (the format allows 4 PiB; this bounds one tenant's single object). */
-export const MAX_DOCUMENT_BYTES = 1024 * 1024 * 1024;
+const MAX_DOCUMENT_BYTES = 1024 * 1024 * 1024;
 const CONTENT_TYPE = /^[a-z0-9!#$&^_.+-]{1,64}\/[a-z0-9!#$&^_.+-]{1,64}(;\s?[a-z0-9_-]{1,32}=[a-z0-9._-]{1,64})?$/i;
-const COLUMNS = "id, generation, key_version, size, content_type, created_at, updated_at";
-
-type DocumentRow = {
-  id: string;
-  /** null: the legacy object key `t/<tenant>/docs/<id>` (rows written before generations). */
-  generation: string | null;
-  key_version: number;
-  size: number;
-  content_type: string;
-  created_at: number;
-  updated_at: number;
-};
 
 export class EncryptedBlobs {
   readonly #bucket: R2Bucket;
   readonly #tenant: string;
   readonly #keyring: TenantKeyring;
-  readonly #sql: SqlStorage;
+  readonly #rows: DocumentRows;
   readonly #custody: BlobCustody;
   /**
    * Writes to one document (put, delete, re-encryption, collection of its garbage), one at a time. Each awaits R2
@@ -80,7 +58,7 @@ export class EncryptedBlobs {
     this.#bucket = bucket;
     this.#tenant = tenant;
     this.#keyring = keyring;
-    this.#sql = sql;
+    this.#rows = new DocumentRows(sql, tenant);
     this.#custody = new BlobCustody(bucket, sql, tenant, transaction);
   }
 
@@ -92,8 +70,8 @@ export class EncryptedBlobs {
 
   /** The object key the document's row names, or null if there is no such document. */
   storedObjectKey(id: string): string | null {
-    const row = this.#row(id);
-    return row ? this.#keyOf(row) : null;
+    const row = this.#rows.get(id);
+    return row ? this.#rows.objectKey(row) : null;
   }
 
   /** The prefix of everything this tenant owns in R2 (offboarding purges it). */
@@ -143,7 +121,7 @@ export class EncryptedBlobs {
           // Again at the commit point (other documents may have landed meanwhile); a refusal here rolls the
           // transaction back and the uploaded object is collected as garbage.
           this.#checkQuota(id, length);
-          const existing = this.#row(id) ?? null;
+          const existing = this.#rows.get(id) ?? null;
           const row: DocumentRow = {
             id,
             generation,
@@ -153,21 +131,7 @@ export class EncryptedBlobs {
             created_at: existing?.created_at ?? now,
             updated_at: now,
           };
-          this.#sql.exec(
-            `INSERT INTO documents (tenant, id, generation, key_version, size, content_type, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (tenant, id) DO UPDATE SET generation = excluded.generation,
-               key_version = excluded.key_version, size = excluded.size, content_type = excluded.content_type,
-               updated_at = excluded.updated_at`,
-            this.#tenant,
-            row.id,
-            row.generation,
-            row.key_version,
-            row.size,
-            row.content_type,
-            row.created_at,
-            row.updated_at,
-          );
+          this.#rows.upsert(row);
           meta = toMeta(row);
           return existing;
         });
@@ -184,19 +148,13 @@ export class EncryptedBlobs {
   #checkQuota(id: string, length: number): void {
     const limits = this.#limits();
     if (!limits) return;
-    const { n, bytes } = this.#sql
-      .exec<{ n: number; bytes: number }>(
-        `SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM documents WHERE tenant = ? AND id != ?`,
-        this.#tenant,
-        id,
-      )
-      .one();
+    const { n, bytes } = this.#rows.usageExcept(id);
     checkQuota("documents", n, 1, limits.documents);
     checkQuota("document bytes", bytes, length, limits.documentBytes);
   }
 
   head(id: string): DocumentMeta | null {
-    const row = this.#row(id);
+    const row = this.#rows.get(id);
     return row ? toMeta(row) : null;
   }
 
@@ -205,32 +163,12 @@ export class EncryptedBlobs {
     id: string,
     range?: RangeRequest,
   ): Promise<{ meta: DocumentMeta; body: ReadableStream<Uint8Array>; range: ByteRange | null } | null> {
-    const row = this.#row(id);
+    const row = this.#rows.get(id);
     if (!row) return null;
-    const key = this.#keyOf(row);
+    const key = this.#rows.objectKey(row);
     const dataKey = await this.#keyring.key(row.key_version);
-    const context = this.context(key, row.key_version);
-    const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
-    if (!header) throw new KbError("ERR_DECRYPT", "decryption failed");
-    // The object's length and key commitment (wrong key, tenant, object key or version) are checked here, before
-    // any response exists: such an object fails the request (5xx) instead of becoming a 200 whose body breaks.
-    const reader = await openRandomAccess(dataKey, context, new Uint8Array(await header.arrayBuffer()), header.size);
-    if (!range) {
-      // Pinned to the object whose header was checked; a concurrent replacement fails closed.
-      const object = await this.#bucket.get(key, { onlyIf: { etagMatches: header.etag } });
-      if (!object || !("body" in object)) throw new KbError("ERR_DECRYPT", "decryption failed");
-      return { meta: toMeta(row), body: decryptingReadable(object.body, dataKey, context), range: null };
-    }
-    const size = reader.plaintextLength;
-    const wanted = resolveRange(range, size);
-    const span = reader.chunkSpan(wanted.start, wanted.end);
-    const slice = await this.#bucket.get(key, {
-      range: { offset: span.ciphertextStart, length: span.ciphertextEnd - span.ciphertextStart },
-      onlyIf: { etagMatches: header.etag },
-    });
-    if (!slice || !("body" in slice)) throw new KbError("ERR_DECRYPT", "decryption failed");
-    // Streamed chunk by chunk (bounded memory, like a whole GET), never buffered whole.
-    return { meta: toMeta(row), body: rangeReadable(reader, span, wanted, slice.body), range: wanted };
+    const read = await readDocumentObject(this.#bucket, key, dataKey, this.context(key, row.key_version), range);
+    return { meta: toMeta(row), ...read };
   }
 
   /** Removes the row and records its object as garbage in one transaction (the commit point), then deletes it. */
@@ -238,8 +176,8 @@ export class EncryptedBlobs {
     checkId(id);
     return this.#exclusive(id, async () => {
       const gone = await this.#custody.remove(now, () => {
-        const row = this.#row(id);
-        if (row) this.#sql.exec(`DELETE FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id);
+        const row = this.#rows.get(id);
+        if (row) this.#rows.delete(id);
         return row ?? null;
       });
       return gone !== null;
@@ -247,19 +185,11 @@ export class EncryptedBlobs {
   }
 
   list(limit = 100, after = ""): DocumentMeta[] {
-    return this.#sql
-      .exec<DocumentRow>(
-        `SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id > ? ORDER BY id LIMIT ?`,
-        this.#tenant,
-        after,
-        limit,
-      )
-      .toArray()
-      .map(toMeta);
+    return this.#rows.list(limit, after).map(toMeta);
   }
 
   count(): number {
-    return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM documents WHERE tenant = ?`, this.#tenant).one().n;
+    return this.#rows.count();
   }
 
   /**
@@ -273,78 +203,21 @@ export class EncryptedBlobs {
     inTransaction: (reencrypted: number) => void = () => {},
     now = Date.now(),
   ): Promise<number> {
-    const rows = this.#sql
-      .exec<DocumentRow>(
-        `SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND key_version < ? ORDER BY id LIMIT ?`,
-        this.#tenant,
-        target,
-        limit,
-      )
-      .toArray();
-    const newKey = await this.#keyring.key(target);
-    let done = 0;
-    for (const row of rows) {
-      await this.#exclusive(row.id, async () => {
-        // Re-read under the lock: a write or a delete of this document may have come first.
-        const current = this.#row(row.id);
-        if (!current || current.key_version >= target) return;
-        const key = this.#keyOf(current);
-        const object = await this.#bucket.get(key);
-        if (!object) {
-          // The row names bytes that are gone (left by versions before the ordering of blob-custody.ts): they can never
-          // be read or re-encrypted, and keeping the row would keep the rotation, and the old key, alive forever.
-          this.#sql.exec(
-            `DELETE FROM documents WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
-            this.#tenant,
-            current.id,
-            current.generation,
-            current.key_version,
-          );
-          log("warn", { event: "document.dangling", tenant: this.#tenant, outcome: "error" });
-          return;
-        }
-        const sealed = await this.#sealedVersion(current, key, object);
-        const plaintext = decryptingReadable(object.body, await this.#keyring.key(sealed), this.context(key, sealed));
-        const generation = newGeneration();
-        const upload = (next: string) =>
-          putEncrypted(this.#bucket, next, plaintext, current.size, newKey, this.context(next, target), {
-            keyVersion: target,
-            contentType: current.content_type,
-          });
-        const commit = () => {
-          // Commits only if the row still names the generation that was read (a concurrent write wins).
-          const updated = this.#sql.exec(
-            `UPDATE documents SET generation = ?, key_version = ?
-             WHERE tenant = ? AND id = ? AND generation IS ? AND key_version = ?`,
-            generation,
-            target,
-            this.#tenant,
-            current.id,
-            current.generation,
-            current.key_version,
-          ).rowsWritten;
-          if (updated === 0) return undefined;
-          // Counted inside the commit transaction (blob-custody.ts): a crash cannot separate the two.
-          inTransaction(1);
-          return current;
-        };
-        try {
-          if (await this.#custody.replace(current.id, generation, now, upload, commit)) done++;
-        } finally {
-          await plaintext.cancel().catch(() => undefined); // releases the old object's body if it was not read
-        }
-      });
-    }
-    return done;
+    const scope = {
+      bucket: this.#bucket,
+      tenant: this.#tenant,
+      keyring: this.#keyring,
+      rows: this.#rows,
+      custody: this.#custody,
+      exclusive: <T>(id: string, fn: () => Promise<T>) => this.#exclusive(id, fn),
+      context: (objectKey: string, version: number) => this.context(objectKey, version),
+    };
+    return reencryptBatch(scope, target, limit, inTransaction, now);
   }
 
   /** Versions of stored documents and of uploads still in flight. */
   keyVersionsInUse(): number[] {
-    const stored = this.#sql
-      .exec<{ v: number }>(`SELECT DISTINCT key_version AS v FROM documents WHERE tenant = ?`, this.#tenant)
-      .toArray()
-      .map((row) => row.v);
-    return [...new Set([...stored, ...this.#inFlight.keys()])];
+    return [...new Set([...this.#rows.keyVersions(), ...this.#inFlight.keys()])];
   }
 
   /** Offboarding: up to `limit` keys of this tenant's R2 objects (everything under its prefix). Needs no keys. */
@@ -372,38 +245,6 @@ export class EncryptedBlobs {
     return this.#custody.pending();
   }
 
-  /** Offboarding: drops every garbage candidate row (the purge deletes the whole prefix anyway). */
-  forgetGarbage(): number {
-    return this.#custody.purgeAll();
-  }
-
-  /**
-   * The key version the row's object is sealed under: the row's own. A legacy row (no generation) may be one
-   * rotation behind its object, left by the R2-then-row order of schema 3 (a crash between the two made it
-   * unreadable): then the version the object's metadata names is used, only if the key commitment confirms it,
-   * so that the rotation repairs the row instead of failing on it forever.
-   */
-  async #sealedVersion(row: DocumentRow, key: string, object: R2Object): Promise<number> {
-    const labelled = Number(object.customMetadata?.keyVersion);
-    const known = this.#keyring.list().some((info) => info.version === labelled);
-    if (row.generation !== null || labelled === row.key_version || !known) return row.key_version;
-    const header = await this.#bucket.get(key, { range: { offset: 0, length: HEADER_SIZE } });
-    if (!header) return row.key_version;
-    const bytes = new Uint8Array(await header.arrayBuffer());
-    const opens = async (version: number) =>
-      openRandomAccess(await this.#keyring.key(version), this.context(key, version), bytes, header.size).then(
-        () => true,
-        () => false,
-      );
-    if ((await opens(row.key_version)) || !(await opens(labelled))) return row.key_version;
-    log("warn", { event: "document.version_repaired", tenant: this.#tenant, outcome: "ok" });
-    return labelled;
-  }
-
-  #keyOf(row: DocumentRow): string {
-    return documentObjectKey(this.#tenant, row.id, row.generation);
-  }
-
   async #exclusive<T>(id: string, fn: () => Promise<T>): Promise<T> {
     const previous = this.#locks.get(id) ?? Promise.resolve();
     const run = previous.then(fn, fn);
@@ -418,27 +259,4 @@ export class EncryptedBlobs {
       if (this.#locks.get(id) === tail) this.#locks.delete(id);
     }
   }
-
-  #row(id: string): DocumentRow | undefined {
-    return this.#sql
-      .exec<DocumentRow>(`SELECT ${COLUMNS} FROM documents WHERE tenant = ? AND id = ?`, this.#tenant, id)
-      .toArray()[0];
-  }
-}
-
-function checkId(id: string): void {
-  if (typeof id !== "string" || !LIMITS.idPattern.test(id)) {
-    throw new KbError("ERR_INVALID_PARAMS", `document id must match ${LIMITS.idPattern.source}`);
-  }
-}
-
-function toMeta(row: DocumentRow): DocumentMeta {
-  return {
-    id: row.id,
-    size: row.size,
-    contentType: row.content_type,
-    keyVersion: row.key_version,
-    createdAt: new Date(row.created_at).toISOString(),
-    updatedAt: new Date(row.updated_at).toISOString(),
-  };
 }

@@ -18,10 +18,11 @@ const IV_BYTES = 12;
 /**
  * Key domains (issue 11 item 6). The domain label leads the associated data, so a key wrapped in one domain never
  * unwraps in another whatever the owner field says: a tenant id (any value, reserved or not) can only ever produce
- * "data-key" associated data, and the registry's signing keys are wrapped as "signing-key". Before, signing keys
+ * "data-key" associated data, and the registry's signing keys are wrapped as "signing-key". A tenant's local
+ * embedder key is wrapped as "embedder-key" (owner = the tenant, version 1: it never rotates). Before, signing keys
  * were data keys of the pseudo-tenant "platform-signing"; signing-keys.ts still reads that format once and rewraps.
  */
-export type KeyDomain = "data-key" | "signing-key";
+export type KeyDomain = "data-key" | "signing-key" | "embedder-key";
 
 function associatedData(domain: KeyDomain, owner: string, version: number, epoch: string): Uint8Array {
   return new TextEncoder().encode(`tenant-mcp-kb/${domain}/v1\0${owner}\0${version}\0${epoch}`);

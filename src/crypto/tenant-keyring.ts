@@ -1,5 +1,5 @@
 import { KbError } from "../errors";
-import { unwrapKey, wrapKey } from "./key-wrap";
+import { unwrapKey, unwrapKeyIn, wrapKey, wrapKeyIn } from "./key-wrap";
 import type { MasterKeys } from "./master-keys";
 
 /**
@@ -8,6 +8,10 @@ import type { MasterKeys } from "./master-keys";
  * in this instance's memory for the object's lifetime and nowhere else: never in logs, errors or responses.
  *
  * Purposes get their own HKDF-derived subkeys (`subkey`), so the same data key never serves two constructions.
+ *
+ * Besides the versioned data keys, one unversioned secret: the local embedder key (table `embedder_keys`, domain
+ * "embedder-key"), random 256 bits, wrapped and rewrapped like the data keys and destroyed with them by the shred,
+ * but never rotated: every stored vector was made with it, so a new one would mean re-embedding every atom.
  */
 export interface KeyInfo {
   readonly version: number;
@@ -15,6 +19,9 @@ export interface KeyInfo {
   readonly createdAt: number;
   readonly current: boolean;
 }
+
+/** The embedder key is unversioned; its wrapping binds version 1 (src/crypto/key-wrap.ts, domain "embedder-key"). */
+const EMBEDDER_KEY_VERSION = 1;
 
 export type KeyPurpose = "atoms" | "blind-index" | "handles" | "request-state" | "vectors";
 
@@ -24,6 +31,7 @@ export class TenantKeyring {
   readonly #master: MasterKeys;
   readonly #keys = new Map<number, Uint8Array>();
   readonly #subkeys = new Map<string, Uint8Array>();
+  #embedderKey: Uint8Array | null = null;
   /** Key creations run one at a time: callers that start in the same turn must not insert the same version. */
   #creating: Promise<unknown> = Promise.resolve();
 
@@ -98,6 +106,62 @@ export class TenantKeyring {
     return subkey;
   }
 
+  /** The local embedder key, or null when this tenant has none (not yet created, or destroyed by the shred). */
+  async embedderKey(): Promise<Uint8Array | null> {
+    if (this.#embedderKey) return this.#embedderKey;
+    const row = this.#embedderRow();
+    if (!row) return null;
+    const key = await unwrapKeyIn("embedder-key", this.#master, {
+      tenant: this.#tenant,
+      version: EMBEDDER_KEY_VERSION,
+      epoch: row.epoch,
+      wrapped: new Uint8Array(row.wrapped),
+    });
+    // A shred that ran during the unwrap must not find the key cached again afterwards.
+    if (this.shredded()) {
+      key.fill(0);
+      throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+    }
+    this.#embedderKey = key;
+    return key;
+  }
+
+  /** The local embedder key, created if missing (one at a time, like data keys; refused once shredded). */
+  async createEmbedderKey(now = Date.now()): Promise<Uint8Array> {
+    return this.#serial(async () => {
+      const existing = await this.embedderKey();
+      if (existing) return existing;
+      const key = crypto.getRandomValues(new Uint8Array(32));
+      const wrapped = await wrapKeyIn("embedder-key", this.#master, this.#tenant, EMBEDDER_KEY_VERSION, key);
+      // Same reasoning as #create: checked after the await, in the synchronous step that inserts.
+      if (this.shredded()) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+      this.#sql.exec(
+        `INSERT INTO embedder_keys (tenant, epoch, wrapped, created_at) VALUES (?, ?, ?, ?)`,
+        this.#tenant,
+        wrapped.epoch,
+        wrapped.wrapped,
+        now,
+      );
+      this.#embedderKey = key;
+      return key;
+    });
+  }
+
+  /** The embedder key's epoch and creation time (admin status), or null. */
+  embedderKeyInfo(): { epoch: string; createdAt: number } | null {
+    const row = this.#embedderRow();
+    return row ? { epoch: row.epoch, createdAt: row.created_at } : null;
+  }
+
+  #embedderRow(): { epoch: string; wrapped: ArrayBuffer; created_at: number } | undefined {
+    return this.#sql
+      .exec<{ epoch: string; wrapped: ArrayBuffer; created_at: number }>(
+        `SELECT epoch, wrapped, created_at FROM embedder_keys WHERE tenant = ?`,
+        this.#tenant,
+      )
+      .toArray()[0];
+  }
+
   /** Starts a new data key version; new writes use it, old versions stay readable until retired. */
   async rotate(now = Date.now()): Promise<number> {
     return this.#serial(() => this.#create((this.currentVersion() ?? 0) + 1, now));
@@ -125,7 +189,10 @@ export class TenantKeyring {
       }));
   }
 
-  /** Rewraps every key not under the current master epoch (data untouched). Returns how many were rewrapped. */
+  /**
+   * Rewraps every key not under the current master epoch, the embedder key included (data untouched). Returns how
+   * many were rewrapped.
+   */
   async rewrapAll(): Promise<number> {
     let count = 0;
     for (const info of this.list()) {
@@ -141,6 +208,18 @@ export class TenantKeyring {
       );
       count++;
     }
+    const embedder = this.embedderKeyInfo();
+    if (embedder && embedder.epoch !== this.#master.current) {
+      const key = (await this.embedderKey()) as Uint8Array;
+      const wrapped = await wrapKeyIn("embedder-key", this.#master, this.#tenant, EMBEDDER_KEY_VERSION, key);
+      this.#sql.exec(
+        `UPDATE embedder_keys SET epoch = ?, wrapped = ? WHERE tenant = ?`,
+        wrapped.epoch,
+        wrapped.wrapped,
+        this.#tenant,
+      );
+      count++;
+    }
     return count;
   }
 
@@ -150,17 +229,20 @@ export class TenantKeyring {
     this.#forget(version);
   }
 
-  /** Crypto-shred: destroys every version. Returns how many were destroyed. */
+  /** Crypto-shred: destroys every version and the embedder key. Returns how many data key versions were destroyed. */
   destroyAll(): number {
     const versions = this.list().map((info) => info.version);
     this.#sql.exec(`DELETE FROM tenant_keys WHERE tenant = ?`, this.#tenant);
+    this.#sql.exec(`DELETE FROM embedder_keys WHERE tenant = ?`, this.#tenant);
     for (const version of versions) this.#forget(version);
     this.#keys.clear();
+    this.#embedderKey?.fill(0);
+    this.#embedderKey = null;
     return versions.length;
   }
 
   /** Whether the tenant is being or has been offboarded (src/tenant/lifecycle.ts keeps the state in tenant_meta). */
-  #shredded(): boolean {
+  shredded(): boolean {
     const state = this.#sql
       .exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'state'`)
       .toArray()[0]?.value;
@@ -185,7 +267,7 @@ export class TenantKeyring {
     // extraction run, a tool call that passed the lifecycle check before the shred) would otherwise mint a fresh
     // key under the live master epoch, write under it, and leave it behind a "completed" purge. Checked after the
     // await, right before the insert, so the check and the insert are one synchronous step.
-    if (this.#shredded()) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+    if (this.shredded()) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
     this.#sql.exec(
       `INSERT INTO tenant_keys (tenant, version, epoch, wrapped, created_at) VALUES (?, ?, ?, ?, ?)`,
       this.#tenant,

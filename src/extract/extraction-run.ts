@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import { KbError } from "../errors";
 import type { AiBinding } from "../kb/embedder";
+import { type RpcResult, settle, unwrap } from "../util/rpc-result";
 import { yieldToEventLoop } from "../util/yield";
 import { DEFAULT_EXTRACTION_MODEL, refineWithModel } from "./model-extractor";
 import { kindFor, type Segment, Segmenter } from "./segmenter";
@@ -24,7 +25,7 @@ export interface RunInit {
 export interface RunChannel {
   readDocument(): Promise<ReadableStream<Uint8Array>>;
   /** `segmentsDone`: source segments of this attempt handed back once these are stored (for the run's counts). */
-  writeSegments(segments: Segment[], segmentsDone: number): Promise<number>;
+  writeSegments(segments: Segment[], segmentsDone: number): Promise<RpcResult<number>>;
   progress(segments: number, bytes: number): Promise<void>;
 }
 
@@ -60,7 +61,12 @@ export class ExtractionRun extends DurableObject<Env> {
   /** Set by wipe(): an attempt still running must not write its record back. */
   #wiped = false;
 
-  async execute(init: RunInit, channel: RunChannel): Promise<RunResult> {
+  /** One ingest, once per object; a refusal comes back as a value (src/util/rpc-result.ts), not a thrown error. */
+  async execute(init: RunInit, channel: RunChannel): Promise<RpcResult<RunResult>> {
+    return settle(() => this.#execute(init, channel));
+  }
+
+  async #execute(init: RunInit, channel: RunChannel): Promise<RunResult> {
     if ((await this.ctx.storage.get("run")) || (await this.ctx.storage.get("spent"))) {
       throw new KbError("ERR_RUN_REFUSED", "this run object has already served an ingest");
     }
@@ -136,7 +142,7 @@ export class ExtractionRun extends DurableObject<Env> {
       if (!batch.length) return;
       const ready = init.extractor === "model" ? await this.#refine(init, batch) : batch;
       flagged += ready.filter((segment) => segment.flags.length > 0).length;
-      record.written += await channel.writeSegments(ready, record.segments + batch.length);
+      record.written += unwrap(await channel.writeSegments(ready, record.segments + batch.length));
       record.segments += batch.length;
       batch = [];
       if (this.#wiped) throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");

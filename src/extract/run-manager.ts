@@ -1,3 +1,4 @@
+import { loadConfig } from "../config";
 import type { Env } from "../env";
 import { ERROR_CODES, KbError, kbErrorOf } from "../errors";
 import { LIMITS } from "../kb/limits";
@@ -5,6 +6,7 @@ import { log } from "../log";
 import { checkQuota } from "../tenant/quotas";
 import type { TenantContext } from "../tenant/tenant-context";
 import { base64url } from "../util/bytes";
+import { unwrap } from "../util/rpc-result";
 import { yieldToEventLoop } from "../util/yield";
 import { RunLedger } from "./run-ledger";
 import { kindFor } from "./segmenter";
@@ -143,16 +145,17 @@ export class RunManager {
       this.#update(runId, { status: "running", attempt: row.attempt + 1, object_ids: JSON.stringify(objectIds) });
       const channel = new WriteBackChannel(this.#tenant, this.#ledger, runId, row.document_id, onProgress);
       try {
-        await this.#env.EXTRACTION_RUN.get(id).execute(
+        const answer = await this.#env.EXTRACTION_RUN.get(id).execute(
           {
             tenant: this.#tenant.tenant,
             runId,
             documentId: row.document_id,
             contentType: meta.contentType,
-            extractor: this.#env.EXTRACTOR === "model" ? "model" : "deterministic",
+            extractor: loadConfig(this.#env).extractor,
           },
           channel,
         );
+        unwrap(answer); // a refusal is thrown here, as the KbError it was
         // The counts are the ledger's (committed with the atoms), not the run object's report.
         return this.#succeed(runId);
       } catch (error) {

@@ -4,6 +4,7 @@ import { contentHash } from "../kb/embedding-cache";
 import type { AtomInput } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
 import type { TenantContext } from "../tenant/tenant-context";
+import { type RpcResult, settle } from "../util/rpc-result";
 import { yieldToEventLoop } from "../util/yield";
 import type { RunChannel } from "./extraction-run";
 import type { RunLedger } from "./run-ledger";
@@ -58,7 +59,12 @@ export class WriteBackChannel extends RpcTarget implements RunChannel {
    * Stores the atoms of some segments. `segmentsDone` is how many source segments this attempt has handed back
    * once these are stored (counted with the last sub-batch, in its transaction). Returns the atoms written.
    */
-  async writeSegments(segments: Segment[], segmentsDone: number): Promise<number> {
+  async writeSegments(segments: Segment[], segmentsDone: number): Promise<RpcResult<number>> {
+    // A refusal (the atom quota, an injected fault) travels back to the run object as a value (rpc-result.ts).
+    return settle(() => this.#writeSegments(segments, segmentsDone));
+  }
+
+  async #writeSegments(segments: Segment[], segmentsDone: number): Promise<number> {
     const atoms: AtomInput[] = segments.slice(0, 1000).map((segment) => ({
       id: atomIdFor(this.#documentId, segment.position, segment.text),
       text: segment.text,

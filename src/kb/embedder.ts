@@ -1,3 +1,5 @@
+import type { KeyedFeatureHasher } from "./keyed-features";
+
 /**
  * Embedders turn text into unit-length float32 vectors. The local embedder is the deterministic default: hashed
  * word, word-bigram and character-trigram features (lexical-grade: it matches shared words and spellings, not
@@ -10,40 +12,94 @@ export interface Embedder {
   /** Whether results are worth caching (remote, billed models are; the local hash embedder is cheaper to recompute). */
   readonly cacheable: boolean;
   embed(texts: readonly string[]): Promise<Float32Array[]>;
+  /** Drops key material held in memory (the keyed local embedder); called by the shred. */
+  forget?(): void;
 }
 
 export const LOCAL_EMBEDDER_MODEL = "local-hash-v1";
+/** The keyed local embedder (same features, keyed hash): a different model, so nothing mixes the two. */
+export const KEYED_EMBEDDER_MODEL = "local-keyed-v2";
 export const LOCAL_DIMENSIONS = 384;
 
+/**
+ * How one tenant's local embedder hashes features: under the tenant's embedder key (`keyed`, the default for
+ * every tenant whose first vector is written now), or with the public FNV-1a of local-hash-v1 (`unkeyed`: a tenant
+ * whose vectors were made before keyed hashing existed; see src/kb/embedder-key.ts and docs/crypto.md).
+ */
+export type HashMode = { readonly kind: "keyed"; readonly hasher: KeyedFeatureHasher } | { readonly kind: "unkeyed" };
+
 export class LocalHashEmbedder implements Embedder {
-  readonly model = LOCAL_EMBEDDER_MODEL;
   readonly dimensions = LOCAL_DIMENSIONS;
   readonly cacheable: boolean;
+  readonly #mode: (() => Promise<HashMode>) | null;
+  /** Resolved once per instance (one tenant object); concurrent first calls share the same resolution. */
+  #resolving: Promise<HashMode> | null = null;
+  #resolved: HashMode | null = null;
 
-  /** `cacheable: true` (EMBEDDER=local-cached) sends the local embedder through the embedding cache, as a remote
-   * model would be: the cache path can then be exercised and observed without Workers AI (the demo does). */
-  constructor({ cacheable = false }: { cacheable?: boolean } = {}) {
+  /**
+   * Without `mode`, the public unkeyed hash (local-hash-v1: tests, benchmarks). With it (the tenant object, see
+   * src/kb/embedder-key.ts), the tenant's mode is resolved on first use and kept for this instance's lifetime.
+   * `cacheable: true` (EMBEDDER=local-cached) sends the local embedder through the embedding cache, as a remote
+   * model would be: the cache path can then be exercised and observed without Workers AI (the demo does).
+   */
+  constructor(mode?: () => Promise<HashMode>, { cacheable = false }: { cacheable?: boolean } = {}) {
     this.cacheable = cacheable;
+    this.#mode = mode ?? null;
+    if (!mode) this.#resolved = { kind: "unkeyed" };
+  }
+
+  /** The model id; before the first embed of a tenant's instance, the keyed id (what a new tenant gets). */
+  get model(): string {
+    return this.#resolved?.kind === "unkeyed" ? LOCAL_EMBEDDER_MODEL : KEYED_EMBEDDER_MODEL;
   }
 
   async embed(texts: readonly string[]): Promise<Float32Array[]> {
-    return texts.map((text) => hashEmbed(text, this.dimensions));
+    const mode = this.#resolved ?? (await this.#resolve());
+    if (mode.kind === "unkeyed") return texts.map((text) => hashEmbed(text, this.dimensions));
+    return texts.map((text) => mode.hasher.embed(text, this.dimensions));
+  }
+
+  /** Drops the keyed hasher (its keys and word table) from memory: the shred calls this with the key's deletion. */
+  forget(): void {
+    if (this.#resolved?.kind === "keyed") this.#resolved.hasher.forget();
+    this.#resolved = this.#mode ? null : { kind: "unkeyed" };
+    this.#resolving = null;
+  }
+
+  #resolve(): Promise<HashMode> {
+    const mode = this.#mode as () => Promise<HashMode>;
+    this.#resolving ??= mode().then(
+      (resolved) => {
+        this.#resolved = resolved;
+        return resolved;
+      },
+      (error: unknown) => {
+        this.#resolving = null; // a failure (key unavailable, offboarded) is not remembered
+        throw error;
+      },
+    );
+    return this.#resolving;
   }
 }
 
 const WORD = /[\p{L}\p{N}]+/gu;
 
+export function words(text: string): string[] {
+  return text.normalize("NFKC").toLowerCase().match(WORD) ?? [];
+}
+
+/** local-hash-v1: the public, keyless feature hash (kept for tenants whose vectors were made with it). */
 export function hashEmbed(text: string, dimensions: number): Float32Array {
   const vector = new Float32Array(dimensions);
-  const words = text.normalize("NFKC").toLowerCase().match(WORD) ?? [];
+  const list = words(text);
   const add = (feature: string, weight: number) => {
     const hash = fnv1a(feature);
     vector[hash % dimensions] = (vector[hash % dimensions] ?? 0) + ((hash >>> 31) & 1 ? weight : -weight);
   };
-  for (let i = 0; i < words.length; i++) {
-    const word = words[i] as string;
+  for (let i = 0; i < list.length; i++) {
+    const word = list[i] as string;
     add(`w:${word}`, 1);
-    if (i + 1 < words.length) add(`b:${word} ${words[i + 1]}`, 0.5);
+    if (i + 1 < list.length) add(`b:${word} ${list[i + 1]}`, 0.5);
     const padded = `^${word}$`;
     for (let j = 0; j + 3 <= padded.length; j++) add(`c:${padded.slice(j, j + 3)}`, 0.25);
   }

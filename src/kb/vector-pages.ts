@@ -3,7 +3,7 @@ import { KbError } from "../errors";
 
 /**
  * Vectors at rest, sealed (docs/crypto.md "Vectors at rest"). Pure packing plus AES-256-GCM under the tenant's
- * "vectors" subkey of a data key version; no SQL here (src/kb/local-index.ts owns the tables).
+ * "vectors" subkey of a data key version; no SQL here (src/kb/vector-tables.ts owns the tables).
  *
  * - A **page** holds the int8 copies of up to PAGE_ROWS consecutive index rows (row r lives in page
  *   floor(r / PAGE_ROWS) at slot r % PAGE_ROWS), with their scales and atom ids. Associated data binds

@@ -4,7 +4,7 @@ import { KbError } from "../errors";
 import type { TenantContext } from "../tenant/tenant-context";
 import type { RequestScope } from "./request-scope";
 import { registerTools, TOOLS } from "./tools/catalog";
-import { registerAtomResource } from "./tools/kb-tools";
+import { registerAtomListing, registerAtomResource } from "./tools/kb-tools";
 import type { ToolDeclaration, ToolDeps } from "./tools/tool-declaration";
 
 export const SERVER_INFO = { name: "tenant-mcp-kb", version: "0.1.0" } as const;
@@ -119,7 +119,10 @@ export function prepareTenantMcpServer(
   };
   registerTools(server, deps, tools, first.identity.scopes);
   // The atom template is offered, like the tools, only to a caller who may read it.
-  if (first.identity.scopes.includes("kb.read")) registerAtomResource(server, deps);
+  if (first.identity.scopes.includes("kb.read")) {
+    registerAtomResource(server, deps);
+    registerAtomListing(server, deps);
+  }
   return {
     server,
     shape,

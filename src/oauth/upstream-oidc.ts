@@ -139,14 +139,3 @@ export function verifiedEmailDomain(claims: JWTPayload): string | null {
 
 /** Lower-case DNS names: what the email-domain mapping (admin API) accepts as keys. */
 export const EMAIL_DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
-
-export function claimAtPath(payload: JWTPayload, path: readonly string[]): unknown {
-  let value: unknown = payload;
-  for (const part of path) {
-    if (typeof value !== "object" || value === null || Array.isArray(value) || !Object.hasOwn(value, part)) {
-      return undefined;
-    }
-    value = (value as Record<string, unknown>)[part];
-  }
-  return value;
-}

@@ -1,20 +1,14 @@
 import type { OAuthHelpers } from "@cloudflare/workers-oauth-provider";
 import type { Context } from "hono";
 import { isTenantId, SUBJECT_PATTERN } from "../auth/identity";
+import { claimAtPath } from "../auth/verify-token";
 import type { Config, UpstreamOidcConfig } from "../config";
 import { KbError } from "../errors";
 import type { AppEnv } from "../http/context";
 import { log } from "../log";
 import { AUTHORIZE_PATH } from "./authorization-server";
 import type { GrantProps } from "./grant-user";
-import {
-  authorizationUrl,
-  claimAtPath,
-  discover,
-  redeemCode,
-  verifiedEmailDomain,
-  verifyIdToken,
-} from "./upstream-oidc";
+import { authorizationUrl, discover, redeemCode, verifiedEmailDomain, verifyIdToken } from "./upstream-oidc";
 
 export const UPSTREAM_START_PATH = "/authorize/upstream";
 export const UPSTREAM_CALLBACK_PATH = "/authorize/callback";

@@ -1,5 +1,6 @@
 import { KbError } from "../errors";
 import { SQL_IDS_PER_STATEMENT } from "../kb/limits";
+import type { Placement } from "../kb/placement";
 import type { StepResult } from "./jobs";
 import type { TenantContext } from "./tenant-context";
 
@@ -20,6 +21,17 @@ export interface ShredReceipt {
   readonly requestedAt: string;
   readonly keysDestroyedAt: string;
   readonly keyVersionsDestroyed: number[];
+  /** Whether the tenant had a local embedder key (destroyed with the data keys). Absent in older receipts. */
+  readonly embedderKeyDestroyed?: boolean;
+  /**
+   * Whose vectors the purge deletes: local (sealed rows and pages in this object), the tenant's namespace of a
+   * pooled Vectorize index (by id), or a dedicated Vectorize index (emptied; deleting the index is an operator
+   * step, docs/crypto.md). Absent in older receipts.
+   */
+  readonly vectorPlacement?:
+    | { readonly kind: "local" }
+    | { readonly kind: "pooled"; readonly binding: string; readonly namespace: string }
+    | { readonly kind: "dedicated"; readonly binding: string };
   readonly masterEpochsAtShred: string[];
   readonly sessionsEnded: number;
   purged: {
@@ -100,6 +112,8 @@ export class TenantLifecycle {
       requestedAt: new Date(now).toISOString(),
       keysDestroyedAt: new Date(now).toISOString(),
       keyVersionsDestroyed: versions,
+      embedderKeyDestroyed: this.#ctx.keyring.embedderKeyInfo() !== null,
+      vectorPlacement: receiptPlacement(this.#ctx.placement, this.#ctx.tenant),
       masterEpochsAtShred: masterEpochs,
       sessionsEnded: 0,
       purged: { atoms: 0, vectors: 0, documents: 0, r2Objects: 0, cacheRows: 0, runObjects: 0 },
@@ -107,7 +121,8 @@ export class TenantLifecycle {
       residuePurgedAt: null,
       completedAt: null,
     };
-    this.#ctx.keyring.destroyAll();
+    this.#ctx.keyring.destroyAll(); // the data keys and the embedder key
+    this.#ctx.embedder.forget?.(); // the keyed hasher's keys in this object's memory go too
     this.#ctx.localIndex?.wipe(); // plaintext vectors in this object's memory go with the keys
     const sessionsEnded = this.#sql
       .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#ctx.tenant)
@@ -349,4 +364,11 @@ export class TenantLifecycle {
   #setJson(key: string, value: unknown): void {
     this.#setMeta(key, JSON.stringify(value));
   }
+}
+
+function receiptPlacement(placement: Placement, tenant: string): NonNullable<ShredReceipt["vectorPlacement"]> {
+  if (placement.kind === "local") return { kind: "local" };
+  return placement.vectorize.mode === "pooled"
+    ? { kind: "pooled", binding: placement.binding, namespace: tenant }
+    : { kind: "dedicated", binding: placement.binding };
 }

@@ -3,6 +3,7 @@ import { MasterKeys } from "../crypto/master-keys";
 import type { Env } from "../env";
 import { EXCHANGED_TOKEN_MAX_TTL_S, SigningKeys } from "../exchange/signing-keys";
 import { log } from "../log";
+import { unwrap } from "../util/rpc-result";
 
 /**
  * The platform's list of tenants (one singleton object, `idFromName("registry")`), for operator tasks that span
@@ -168,7 +169,7 @@ export class TenantRegistry extends DurableObject<Env> {
       if (state !== "active") continue;
       try {
         const stub = this.env.TENANT_SERVER.get(this.env.TENANT_SERVER.idFromName(tenant));
-        job.keysRewrapped += await stub.rewrapKeys(tenant);
+        job.keysRewrapped += unwrap(await stub.rewrapKeys(tenant));
         job.tenantsDone += 1;
       } catch {
         job.failures.push(tenant);

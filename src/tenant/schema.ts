@@ -3,7 +3,7 @@ import { REVOCATIONS_SCHEMA } from "./revocations";
  * SQLite schema of the tenant object (one database per tenant; see docs/storage.md). Every table also carries the
  * tenant id in its key, so a row can never be read back under another tenant even if databases were mixed up.
  */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 export const SCHEMA = [
   `CREATE TABLE IF NOT EXISTS tenant_meta (
@@ -18,6 +18,14 @@ export const SCHEMA = [
      wrapped    BLOB NOT NULL,
      created_at INTEGER NOT NULL,
      PRIMARY KEY (tenant, version)
+   )`,
+  // The local embedder's key (src/kb/embedder-key.ts): one per tenant, wrapped like the data keys (domain
+  // "embedder-key"), rewrapped with them, destroyed by the shred; it does not rotate with the data keys.
+  `CREATE TABLE IF NOT EXISTS embedder_keys (
+     tenant     TEXT PRIMARY KEY,
+     epoch      TEXT NOT NULL,
+     wrapped    BLOB NOT NULL,
+     created_at INTEGER NOT NULL
    )`,
   `CREATE TABLE IF NOT EXISTS mcp_sessions (
      tenant           TEXT NOT NULL,

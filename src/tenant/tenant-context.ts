@@ -7,11 +7,14 @@ import { ExchangedTokens } from "../egress/token-provider";
 import type { Env } from "../env";
 import { RunManager } from "../extract/run-manager";
 import { AtomCipher } from "../kb/atom-cipher";
+import { type Embedder, LOCAL_DIMENSIONS } from "../kb/embedder";
+import { resolveHashMode } from "../kb/embedder-key";
 import { EmbeddingCache } from "../kb/embedding-cache";
 import { KnowledgeBase } from "../kb/knowledge-base";
 import { LIMITS } from "../kb/limits";
 import { LocalVectorIndex } from "../kb/local-index";
-import { embedderFor, placementFor } from "../kb/placement";
+import { embedderFor, type Placement, placementOf } from "../kb/placement";
+import { effectivePlacement, placementChoice } from "../kb/tenant-placement";
 import { VectorSealer } from "../kb/vector-pages";
 import { VectorizeVectorStore } from "../kb/vectorize-index";
 import { SessionStore } from "../mcp/sessions";
@@ -39,7 +42,11 @@ export class TenantContext {
   readonly tenant: string;
   readonly keyring: TenantKeyring;
   readonly kb: KnowledgeBase;
+  /** This tenant's embedder (the local one is keyed under the tenant's embedder key; src/kb/embedder-key.ts). */
+  readonly embedder: Embedder;
   readonly blobs: EncryptedBlobs;
+  /** Where this tenant's vectors are (configuration and the admin's per-tenant choice; src/kb/tenant-placement.ts). */
+  readonly placement: Placement;
   /** The local vector index when this tenant's vectors are placed locally (sealed pages), else null. */
   readonly localIndex: LocalVectorIndex | null;
   /** Remote embeddings of this tenant, sealed like the vector pages. */
@@ -62,8 +69,13 @@ export class TenantContext {
     this.#storage = state.storage;
     this.transaction = (fn) => state.storage.transactionSync(fn);
     this.keyring = new TenantKeyring(sql, tenant, MasterKeys.fromEnv(env));
-    const embedder = embedderFor(env);
-    const placement = placementFor(env, tenant);
+    const config = loadConfig(env);
+    const embedder = embedderFor(config.embedder, env.AI, () =>
+      resolveHashMode(sql, tenant, this.keyring, LOCAL_DIMENSIONS),
+    );
+    this.embedder = embedder;
+    const placement = placementOf(effectivePlacement(config.vectorPlacement, placementChoice(sql), tenant), env);
+    this.placement = placement;
     const sealer = new VectorSealer(this.keyring, tenant);
     const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;
     this.cache = new EmbeddingCache(sql, tenant, sealer);

@@ -9,11 +9,14 @@ import type { Env } from "../env";
 import { KbError, toKbError } from "../errors";
 import { errorResponse } from "../http/error-response";
 import { requestFromWire, type WireRequest, type WireResponse, wireResponse } from "../http/mcp-wire";
+import { type EmbedderKeyStatus, embedderKeyStatus } from "../kb/embedder-key";
+import { type PlacementStatus, placementStatus, setPlacementChoice } from "../kb/tenant-placement";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer, prepareTenantMcpServer, serverShape } from "../mcp/server-factory";
 import { ServerPool } from "../mcp/server-pool";
+import { type RpcResult, settle } from "../util/rpc-result";
 import { type Job, type JobFailure, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { createRevocationsTable, parseRevocation, type Revocation, Revocations } from "./revocations";
@@ -37,6 +40,10 @@ export interface TenantStatus {
   readonly tenant: string;
   readonly state: string;
   readonly keys: { version: number; epoch: string; createdAt: string; current: boolean }[];
+  /** The local embedder's hash: keyed (and its key's epoch), unkeyed-v1 (a legacy tenant), or none yet. */
+  readonly embedderKey: EmbedderKeyStatus;
+  /** Where the tenant's vectors are, and the admin's choice behind it. */
+  readonly placement: PlacementStatus;
   readonly atoms: number;
   readonly documents: number;
   readonly rotation: RotationState | null;
@@ -172,70 +179,106 @@ export class TenantServer extends DurableObject<Env> {
 
   // ---- platform admin (called by the admin API after verifying an admin token) ----
 
-  async adminStatus(tenant: string): Promise<TenantStatus> {
-    const ctx = this.#knownContext(tenant);
-    const lifecycle = this.#lifecycle(ctx);
-    const active = lifecycle.state() === "active";
-    return {
-      tenant,
-      state: lifecycle.state(),
-      keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
-      atoms: active ? ctx.kb.count() : this.#count("atoms"),
-      documents: this.#count("documents"),
-      rotation: lifecycle.rotation(),
-      egress: ctx.egressPolicy(),
-      receipt: lifecycle.receipt(),
-      jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
-      quotas: ctx.usage(loadConfig(this.env)),
-    };
+  async adminStatus(tenant: string): Promise<RpcResult<TenantStatus>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      const lifecycle = this.#lifecycle(ctx);
+      const active = lifecycle.state() === "active";
+      return {
+        tenant,
+        state: lifecycle.state(),
+        keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
+        embedderKey: embedderKeyStatus(ctx.keyring, this.ctx.storage.sql),
+        placement: placementStatus(this.ctx.storage.sql, loadConfig(this.env).vectorPlacement, tenant),
+        atoms: active ? ctx.kb.count() : this.#count("atoms"),
+        documents: this.#count("documents"),
+        rotation: lifecycle.rotation(),
+        egress: ctx.egressPolicy(),
+        receipt: lifecycle.receipt(),
+        jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
+        quotas: ctx.usage(loadConfig(this.env)),
+      };
+    });
   }
 
   /** Crypto-shred: keys and sessions are destroyed before this returns; the purge continues in the alarm. */
-  async adminOffboard(tenant: string, requestedBy: string): Promise<ShredReceipt> {
-    const ctx = this.#knownContext(tenant);
-    this.#servers.clear();
-    const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
-    log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
-    await this.#registry().setState(tenant, "offboarding");
-    await this.ctx.storage.setAlarm(Date.now());
-    return receipt;
+  async adminOffboard(tenant: string, requestedBy: string): Promise<RpcResult<ShredReceipt>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      this.#servers.clear();
+      const receipt = this.#lifecycle(ctx).offboard(requestedBy, MasterKeys.fromEnv(this.env).epochs());
+      log("warn", { event: "tenant.offboarded", tenant, subject: requestedBy, outcome: "ok" });
+      await this.#registry().setState(tenant, "offboarding");
+      await this.ctx.storage.setAlarm(Date.now());
+      return receipt;
+    });
   }
 
-  async adminSetEgress(tenant: string, policy: unknown): Promise<EgressPolicy> {
-    const ctx = this.#knownContext(tenant);
-    this.#lifecycle(ctx).assertActive();
-    const parsed = parseEgressPolicy(policy);
-    ctx.setEgressPolicy(parsed);
-    return parsed;
+  async adminSetEgress(tenant: string, policy: unknown): Promise<RpcResult<EgressPolicy>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      this.#lifecycle(ctx).assertActive();
+      const parsed = parseEgressPolicy(policy);
+      ctx.setEgressPolicy(parsed);
+      return parsed;
+    });
   }
 
-  async adminRotate(tenant: string): Promise<RotationState> {
-    const ctx = this.#knownContext(tenant);
-    await this.#ensureRegistered(tenant);
-    const state = await this.#lifecycle(ctx).startRotation();
-    await this.ctx.storage.setAlarm(Date.now());
-    return state;
+  /**
+   * Sets the tenant's vector placement choice (src/kb/tenant-placement.ts). When the placement changes (only
+   * possible with no atom and no run in progress), the tenant's context is rebuilt so the new store serves next.
+   */
+  async adminSetPlacement(tenant: string, body: unknown): Promise<RpcResult<PlacementStatus>> {
+    return settle(async () => {
+      // Not through #knownContext: a tenant whose placement no longer resolves (ERR_CONFIG) has no context, and this
+      // route is how the operator puts it right.
+      if (this.#boundTenant() !== tenant) throw new KbError("ERR_NOT_FOUND", "unknown tenant");
+      const sql = this.ctx.storage.sql;
+      const state = sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'state'`).toArray()[0];
+      if (state && state.value !== "active") {
+        throw new KbError("ERR_TENANT_OFFBOARDED", "This tenant has been offboarded.");
+      }
+      const { status, changed } = setPlacementChoice(sql, loadConfig(this.env).vectorPlacement, tenant, body);
+      if (changed) this.#dropContext();
+      return status;
+    });
+  }
+
+  async adminRotate(tenant: string): Promise<RpcResult<RotationState>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      await this.#ensureRegistered(tenant);
+      const state = await this.#lifecycle(ctx).startRotation();
+      await this.ctx.storage.setAlarm(Date.now());
+      return state;
+    });
   }
 
   /** Revokes access tokens of this tenant, by `jti` or by subject (issued before a time); see revocations.ts. */
-  async adminRevoke(tenant: string, body: unknown, requestedBy: string): Promise<Revocation> {
-    const ctx = this.#knownContext(tenant);
-    this.#lifecycle(ctx).assertActive();
-    const nowS = Math.floor(Date.now() / 1000);
-    const revocation = parseRevocation(body, loadConfig(this.env), nowS);
-    return new Revocations(this.ctx.storage.sql, tenant).add(revocation, requestedBy, nowS);
+  async adminRevoke(tenant: string, body: unknown, requestedBy: string): Promise<RpcResult<Revocation>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      this.#lifecycle(ctx).assertActive();
+      const nowS = Math.floor(Date.now() / 1000);
+      const revocation = parseRevocation(body, loadConfig(this.env), nowS);
+      return new Revocations(this.ctx.storage.sql, tenant).add(revocation, requestedBy, nowS);
+    });
   }
 
-  async adminRevocations(tenant: string): Promise<Revocation[]> {
-    this.#knownContext(tenant);
-    return new Revocations(this.ctx.storage.sql, tenant).list(Math.floor(Date.now() / 1000));
+  async adminRevocations(tenant: string): Promise<RpcResult<Revocation[]>> {
+    return settle(async () => {
+      this.#knownContext(tenant);
+      return new Revocations(this.ctx.storage.sql, tenant).list(Math.floor(Date.now() / 1000));
+    });
   }
 
   /** Master epoch rotation, per tenant: rewrap every data key under the current epoch (data untouched). */
-  async rewrapKeys(tenant: string): Promise<number> {
-    const ctx = this.#knownContext(tenant);
-    if (this.#lifecycle(ctx).state() !== "active") return 0;
-    return ctx.keyring.rewrapAll();
+  async rewrapKeys(tenant: string): Promise<RpcResult<number>> {
+    return settle(async () => {
+      const ctx = this.#knownContext(tenant);
+      if (this.#lifecycle(ctx).state() !== "active") return 0;
+      return ctx.keyring.rewrapAll();
+    });
   }
 
   /**
@@ -286,7 +329,7 @@ export class TenantServer extends DurableObject<Env> {
       const current = await this.ctx.storage.getAlarm();
       await this.ctx.storage.setAlarm(current !== null && current > started ? Math.min(current, next) : next);
     }
-    if (lifecycle.state() === "offboarded") this.#tenant = null;
+    if (lifecycle.state() === "offboarded") this.#dropContext();
   }
 
   async #serve(
@@ -355,6 +398,12 @@ export class TenantServer extends DurableObject<Env> {
     }
     this.#tenant ??= new TenantContext(this.ctx, this.env, tenant);
     return this.#tenant;
+  }
+
+  /** Forgets the tenant context and every server prepared with it (they hold its stores and keys). */
+  #dropContext(): void {
+    this.#tenant = null;
+    this.#servers.clear();
   }
 
   #lifecycle(ctx: TenantContext): TenantLifecycle {

@@ -307,6 +307,97 @@ describe("the edge fails closed on an invalid configuration", () => {
   });
 });
 
+describe("embedding, placement and extraction settings (parsed by loadConfig only)", () => {
+  const fakeAi = { run: async () => ({ data: [] }) };
+  const fakeIndex = { query: async () => ({ matches: [], count: 0 }) };
+
+  it("defaults: local embedder, local placement, deterministic extraction", () => {
+    const config = loadConfig(baseEnv());
+    expect(config.embedder).toEqual({ kind: "local", cacheable: false });
+    expect(loadConfig(baseEnv({ EMBEDDER: "local-cached" })).embedder).toEqual({ kind: "local", cacheable: true });
+    expect(config.vectorPlacement.default).toEqual({ kind: "local" });
+    expect(Object.keys(config.vectorPlacement.tenants)).toEqual([]);
+    expect(config.extractor).toBe("deterministic");
+  });
+
+  it("accepts Workers AI with a model and dimensions at the edges, a placement map, and EXTRACTOR=model", () => {
+    for (const dimensions of ["1", "1536"]) {
+      const config = loadConfig(
+        baseEnv({
+          EMBEDDER: "workers-ai",
+          AI: fakeAi,
+          AI_MODEL: "@cf/baai/bge-base-en-v1.5",
+          AI_DIMENSIONS: dimensions,
+        }),
+      );
+      expect(config.embedder).toEqual({
+        kind: "workers-ai",
+        model: "@cf/baai/bge-base-en-v1.5",
+        dimensions: Number(dimensions),
+      });
+    }
+    expect(loadConfig(baseEnv({ EMBEDDER: "workers-ai", AI: fakeAi })).embedder).toMatchObject({ dimensions: 384 });
+    const placed = loadConfig({
+      ...baseEnv({
+        VECTOR_PLACEMENT: JSON.stringify({
+          default: "local",
+          tenants: { acme: { dedicated: "VECTORIZE_ACME" }, beta: { pooled: "VECTORIZE_POOL" } },
+        }),
+      }),
+      VECTORIZE_ACME: fakeIndex,
+      VECTORIZE_POOL: fakeIndex,
+    } as Env);
+    expect(placed.vectorPlacement.tenants.acme).toEqual({ kind: "dedicated", binding: "VECTORIZE_ACME" });
+    expect(placed.vectorPlacement.tenants.beta).toEqual({ kind: "pooled", binding: "VECTORIZE_POOL" });
+    // Only own entries count: an inherited name is no tenant entry.
+    expect(Object.hasOwn(placed.vectorPlacement.tenants, "constructor")).toBe(false);
+    expect(loadConfig(baseEnv({ EXTRACTOR: "model", AI: fakeAi })).extractor).toBe("model");
+  });
+
+  it.each([
+    [{ EMBEDDER: "openai" }, /EMBEDDER must be local, local-cached or workers-ai/],
+    [{ EMBEDDER: "LOCAL" }, /EMBEDDER must be/],
+    [{ EMBEDDER: "workers-ai" }, /needs the AI binding/],
+    [{ EMBEDDER: "workers-ai", AI: fakeAi, AI_DIMENSIONS: "0" }, /AI_DIMENSIONS/],
+    [{ EMBEDDER: "workers-ai", AI: fakeAi, AI_DIMENSIONS: "1537" }, /AI_DIMENSIONS/],
+    [{ EMBEDDER: "workers-ai", AI: fakeAi, AI_DIMENSIONS: "384.5" }, /AI_DIMENSIONS/],
+    [{ EMBEDDER: "workers-ai", AI: fakeAi, AI_DIMENSIONS: "abc" }, /AI_DIMENSIONS/],
+    [{ EMBEDDER: "workers-ai", AI: fakeAi, AI_MODEL: "bad model id" }, /AI_MODEL/],
+    [{ EXTRACTOR: "llm" }, /EXTRACTOR must be/],
+    [{ EXTRACTOR: "Model" }, /EXTRACTOR must be/],
+    [{ EXTRACTOR: "model" }, /EXTRACTOR=model needs the AI binding/],
+    [{ VECTOR_PLACEMENT: "{not json" }, /VECTOR_PLACEMENT is not JSON/],
+    [{ VECTOR_PLACEMENT: JSON.stringify({ default: "vectorize" }) }, /VECTOR_PLACEMENT must be/],
+    [{ VECTOR_PLACEMENT: JSON.stringify({ defaults: "local" }) }, /VECTOR_PLACEMENT must be/],
+    [{ VECTOR_PLACEMENT: JSON.stringify({ tenants: { acme: { pooled: "" } } }) }, /VECTOR_PLACEMENT must be/],
+    [{ VECTOR_PLACEMENT: JSON.stringify({ tenants: { acme: { pooled: "A", dedicated: "B" } } }) }, /must be/],
+    [{ VECTOR_PLACEMENT: JSON.stringify({ tenants: { acme: { dedicated: "VECTORIZE_NONE" } } }) }, /missing Vectorize/],
+    [{ VECTOR_PLACEMENT: JSON.stringify({ default: { pooled: "DOCS" } }) }, /missing Vectorize/],
+    [{ VECTOR_PLACEMENT: "[]" }, /VECTOR_PLACEMENT must be/],
+  ] as const)("refuses %j", (overrides, message) => {
+    expectConfigError(baseEnv(overrides as Partial<Env>), message);
+  });
+
+  it("the edge answers 503 ERR_CONFIG for an unknown EMBEDDER or EXTRACTOR (no silent fallback)", async () => {
+    const serve = async (bindings: Env) => {
+      const ctx = createExecutionContext();
+      const response = await createApp().fetch(new Request(`${BASE}/healthz`), bindings, ctx);
+      await waitOnExecutionContext(ctx);
+      return response;
+    };
+    expect((await serve({ ...env })).status).toBe(200);
+    for (const bad of [
+      { EMBEDDER: "local-hash" },
+      { EXTRACTOR: "llm" },
+      { AI_DIMENSIONS: "x", EMBEDDER: "workers-ai" },
+    ]) {
+      const response = await serve({ ...env, ...bad });
+      expect(response.status).toBe(503);
+      expect(await response.json()).toMatchObject({ error: { data: { code: "ERR_CONFIG" } } });
+    }
+  });
+});
+
 describe("the built-in OAuth authorization server settings", () => {
   it("is on with the dev sign-in outside production, and off in production unless asked for", () => {
     expect(loadConfig(baseEnv()).oauth).toMatchObject({ issuer: "https://kb.test", devSignIn: true });

@@ -4,6 +4,7 @@ import type { DownstreamResource, EgressPolicy } from "../../src/egress/egress-p
 import { parseEgressPolicy } from "../../src/egress/egress-policy";
 import { type TenantFetchOptions, tenantFetch } from "../../src/egress/tenant-fetch";
 import { isKbError } from "../../src/errors";
+import { unwrap } from "../../src/util/rpc-result";
 import { storedKey } from "../helpers/docs";
 import {
   bearerOf,
@@ -164,7 +165,7 @@ async function during<T>(step: () => Promise<T>): Promise<{ value: T; calls: Out
 }
 
 async function documentCount(tenant: string): Promise<number> {
-  return (await tenantStub(tenant).adminStatus(tenant)).documents;
+  return unwrap(await tenantStub(tenant).adminStatus(tenant)).documents;
 }
 
 async function r2Count(tenant: string): Promise<number> {
@@ -573,7 +574,7 @@ describe("the admin API keeps the policy well-formed", () => {
       }),
     );
     expect(response.status).toBe(401);
-    const status = await tenantStub(tenant).adminStatus(tenant);
+    const status = unwrap(await tenantStub(tenant).adminStatus(tenant));
     expect(status.egress).toEqual(parseEgressPolicy(GOOD));
   });
 

@@ -5,6 +5,7 @@ import type { Identity } from "../../src/auth/identity";
 import type { RunInit } from "../../src/extract/extraction-run";
 import type { Segment } from "../../src/extract/segmenter";
 import type { TenantServer } from "../../src/tenant/tenant-server";
+import { type RpcResult, unwrap } from "../../src/util/rpc-result";
 import { modernRequest } from "../helpers/clients";
 import { docClient, putOk, tenantStub } from "../helpers/docs";
 import { type KbCaller, kbCaller, uniqueTenant } from "../helpers/kb-client";
@@ -42,9 +43,9 @@ class CountingChannel extends RpcTarget {
     return new Response(this.#text).body as ReadableStream<Uint8Array>;
   }
 
-  async writeSegments(segments: Segment[]): Promise<number> {
+  async writeSegments(segments: Segment[]): Promise<RpcResult<number>> {
     this.calls.push("writeSegments");
-    return segments.length;
+    return { ok: true, value: segments.length };
   }
 
   async progress(): Promise<void> {
@@ -144,11 +145,15 @@ describe("fresh run objects, refusal, idempotent re-ingest, purge", () => {
     expect(before).toMatchObject({ tenant: T, runId: row?.runId, documentId: "guide", status: "done" });
 
     const channel = new CountingChannel();
-    const refused = await refusal(runStub(objectId).execute(init(T), channel));
+    const refused = await refusal(runStub(objectId).execute(init(T), channel).then(unwrap));
     expect(refused.code).toBe("ERR_RUN_REFUSED");
     expect(channel.calls).toEqual([]);
     // Another tenant asking is refused the same way, and the record is unchanged.
-    const again = await refusal(runStub(objectId).execute(init("someone-else", { runId: "x" }), channel));
+    const again = await refusal(
+      runStub(objectId)
+        .execute(init("someone-else", { runId: "x" }), channel)
+        .then(unwrap),
+    );
     expect(again.code).toBe("ERR_RUN_REFUSED");
     expect(await runRecord(objectId)).toEqual(before);
   });
@@ -156,11 +161,13 @@ describe("fresh run objects, refusal, idempotent re-ingest, purge", () => {
   it("a fresh object does accept an ingest (the refusal is the object's state, not the channel)", async () => {
     const stub = env.EXTRACTION_RUN.get(env.EXTRACTION_RUN.newUniqueId());
     const channel = new CountingChannel();
-    const result = await stub.execute(init("control-tenant", { contentType: "text/plain" }), channel);
+    const result = unwrap(await stub.execute(init("control-tenant", { contentType: "text/plain" }), channel));
     expect(result).toEqual({ segments: 1, written: 1, flagged: 0 });
     expect(channel.calls).toEqual(["readDocument", "writeSegments", "progress"]);
     // This object is now spent too.
-    expect((await refusal(stub.execute(init("control-tenant"), new CountingChannel()))).code).toBe("ERR_RUN_REFUSED");
+    expect((await refusal(stub.execute(init("control-tenant"), new CountingChannel()).then(unwrap))).code).toBe(
+      "ERR_RUN_REFUSED",
+    );
   });
 
   it("the clean-up alarm wipes the run's state, leaves a tombstone, and the object still refuses", async () => {
@@ -180,7 +187,7 @@ describe("fresh run objects, refusal, idempotent re-ingest, purge", () => {
     expect(await runDurableObjectAlarm(stub)).toBe(false);
 
     const channel = new CountingChannel();
-    expect((await refusal(stub.execute(init(T), channel))).code).toBe("ERR_RUN_REFUSED");
+    expect((await refusal(stub.execute(init(T), channel).then(unwrap))).code).toBe("ERR_RUN_REFUSED");
     expect(channel.calls).toEqual([]);
     // The refused attempt did not resurrect a record either.
     expect(await stub.record()).toBeNull();

@@ -1,6 +1,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config";
 import { MasterKeys } from "../../src/crypto/master-keys";
 import { TenantKeyring } from "../../src/crypto/tenant-keyring";
 import { LocalHashEmbedder } from "../../src/kb/embedder";
@@ -26,7 +27,7 @@ describe("embedding cache statistics", () => {
     const tenant = uniqueTenant("cstat");
     await runInDurableObject(stubFor(tenant), async (_instance, state) => {
       const cache = cacheIn(state, tenant);
-      const cached = new LocalHashEmbedder({ cacheable: true });
+      const cached = new LocalHashEmbedder(undefined, { cacheable: true });
       expect(cache.stats()).toEqual({ hits: 0, misses: 0, uncached: 0 });
       const first = await cache.embed(cached, ["alpha", "beta"]);
       expect(cache.stats()).toEqual({ hits: 0, misses: 2, uncached: 0 });
@@ -42,7 +43,7 @@ describe("embedding cache statistics", () => {
     const tenant = uniqueTenant("cstat-a");
     const other = uniqueTenant("cstat-b");
     await runInDurableObject(stubFor(tenant), async (_instance, state) => {
-      const cached = new LocalHashEmbedder({ cacheable: true });
+      const cached = new LocalHashEmbedder(undefined, { cacheable: true });
       const mine = cacheIn(state, tenant);
       const { misses } = await mine.embed(cached, ["shared text"]);
       state.storage.transactionSync(() => mine.write(cached.model, misses, Date.now()));
@@ -55,13 +56,12 @@ describe("embedding cache statistics", () => {
   });
 
   it("EMBEDDER=local-cached is the local model through the cache; an unknown value fails closed", () => {
-    const embedder = embedderFor({ ...env, EMBEDDER: "local-cached" });
+    const embedderOf = (value: string) => embedderFor(loadConfig({ ...env, EMBEDDER: value }).embedder, env.AI);
+    const embedder = embedderOf("local-cached");
     expect(embedder.cacheable).toBe(true);
     expect(embedder.model).toBe(new LocalHashEmbedder().model);
-    expect(embedderFor({ ...env, EMBEDDER: "local" }).cacheable).toBe(false);
-    expect(() => embedderFor({ ...env, EMBEDDER: "local-cache" })).toThrow(
-      expect.objectContaining({ code: "ERR_CONFIG" }),
-    );
+    expect(embedderOf("local").cacheable).toBe(false);
+    expect(() => embedderOf("local-cache")).toThrow(expect.objectContaining({ code: "ERR_CONFIG" }));
   });
 
   it("kb_stats reports the tenant's own lookups, and another tenant's stay at zero", async () => {

@@ -2,6 +2,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Env } from "../../src/env";
 import { placementFor } from "../../src/kb/placement";
+import { parseVectorPlacement } from "../../src/kb/placement-config";
 import type { VectorRecord } from "../../src/kb/vector-store";
 import { VectorizeVectorStore } from "../../src/kb/vectorize-index";
 import { type RecordedCall, VectorizeDouble } from "../helpers/vectorize-double";
@@ -225,11 +226,12 @@ describe("dedicated Vectorize: each tenant its own index", () => {
       VECTORIZE_A: indexA.binding(a),
       VECTORIZE_B: indexB.binding(b),
     } as unknown as Env;
-    const placementA = placementFor(env, a);
-    const placementB = placementFor(env, b);
+    const setting = parseVectorPlacement(env.VECTOR_PLACEMENT, env);
+    const placementA = placementFor(setting, env, a);
+    const placementB = placementFor(setting, env, b);
     if (placementA.kind !== "vectorize" || placementB.kind !== "vectorize") throw new Error("expected Vectorize");
     expect(placementA.vectorize.mode).toBe("dedicated");
-    expect(placementFor(env, uniqueTenant("ded-other")).kind).toBe("local");
+    expect(placementFor(setting, env, uniqueTenant("ded-other")).kind).toBe("local");
 
     const canaryA: VectorRecord = { id: "canary", vector: unitVector(DIMS, rng(140)) };
     const canaryB: VectorRecord = { id: "canary", vector: unitVector(DIMS, rng(141)) };

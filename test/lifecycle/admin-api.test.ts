@@ -58,12 +58,13 @@ async function admin(...args: Parameters<typeof adminCall>): Promise<AdminAnswer
   return answer;
 }
 
-function routes(tenant: string): { method: "GET" | "POST"; path: string; body?: unknown }[] {
+function routes(tenant: string): { method: "GET" | "POST" | "PUT"; path: string; body?: unknown }[] {
   return [
     { method: "GET", path: "/admin/tenants" },
     { method: "GET", path: `/admin/tenants/${tenant}` },
     { method: "POST", path: `/admin/tenants/${tenant}/offboard`, body: { confirm: tenant } },
     { method: "POST", path: `/admin/tenants/${tenant}/rotate` },
+    { method: "PUT", path: `/admin/tenants/${tenant}/placement`, body: { placement: "local" } },
     { method: "POST", path: "/admin/master/rewrap" },
     { method: "GET", path: "/admin/master" },
   ];
@@ -384,7 +385,7 @@ describe("status", () => {
   });
 });
 
-/** Every byte string that must never leave the server for a tenant: wrapped keys, data keys, their subkeys. */
+/** Every byte string that must never leave the server for a tenant: wrapped keys, data keys, their subkeys, the embedder key. */
 async function keyMaterial(tenant: string): Promise<Uint8Array[]> {
   return runInDurableObject(tenantStub(tenant), async (_instance, state) => {
     const master = MasterKeys.fromEnv(env);
@@ -400,6 +401,10 @@ async function keyMaterial(tenant: string): Promise<Uint8Array[]> {
       for (const purpose of ["atoms", "blind-index", "handles", "request-state"] as KeyPurpose[]) {
         out.push(await keyring.subkey(row.version, purpose));
       }
+    }
+    // The local embedder's key: its wrapped row and the key itself.
+    for (const row of state.storage.sql.exec<{ wrapped: ArrayBuffer }>(`SELECT wrapped FROM embedder_keys`).toArray()) {
+      out.push(new Uint8Array(row.wrapped), (await keyring.embedderKey()) as Uint8Array);
     }
     return out;
   });
@@ -420,7 +425,7 @@ async function checkNoKeyMaterial(secrets: Uint8Array[]): Promise<void> {
 describe("no key material in any admin response", () => {
   it("wrapped keys, data keys, subkeys and master secrets never appear", async () => {
     const secrets = await keyMaterial(T);
-    expect(secrets.length).toBe(7);
+    expect(secrets.length).toBe(9);
     await admin("GET", `/admin/tenants/${T}`);
     await admin("GET", "/admin/tenants");
     await admin("GET", "/admin/master");

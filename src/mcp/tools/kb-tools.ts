@@ -1,4 +1,10 @@
-import { type McpServer, ResourceNotFoundError, ResourceTemplate } from "@modelcontextprotocol/server";
+import {
+  type McpServer,
+  ProtocolError,
+  ProtocolErrorCode,
+  ResourceNotFoundError,
+  ResourceTemplate,
+} from "@modelcontextprotocol/server";
 import { z } from "zod";
 import { KbError } from "../../errors";
 import { FILTER_SCHEMA, parseFilter } from "../../kb/filters";
@@ -6,6 +12,7 @@ import { LIMITS } from "../../kb/limits";
 import { defineTool, type ToolDeps } from "./tool-declaration";
 
 const LIST_CURSOR = "list_atoms.cursor";
+const RESOURCES_CURSOR = "resources/list.cursor";
 const CURSOR_TTL_S = 3600;
 
 /**
@@ -143,6 +150,38 @@ export function registerAtomResource(server: McpServer, deps: ToolDeps): void {
       };
     },
   );
+}
+
+/**
+ * `resources/list` pages through the tenant's atoms (`atom://{id}`, insertion order, no text), with the same
+ * tenant- and subject-bound cursor handles as `list_atoms`. The SDK's template `list` callback cannot page (it
+ * drops `nextCursor`), so the request handler is set on the underlying server after the template is registered.
+ * An unreadable or expired cursor is -32602, as the specification asks.
+ */
+export function registerAtomListing(server: McpServer, deps: ToolDeps): void {
+  const { tenant } = deps;
+  server.server.setRequestHandler("resources/list", async (request) => {
+    // The scope of the request being served (a prepared server is reused: never one captured at registration).
+    const scope = deps.scope;
+    const cursor = request.params?.cursor;
+    let after = 0;
+    if (cursor !== undefined) {
+      const opened = await scope.handles.open<{ after: number }>(RESOURCES_CURSOR, cursor);
+      if (!opened || !Number.isInteger(opened.after)) {
+        throw new ProtocolError(ProtocolErrorCode.InvalidParams, "invalid or expired cursor");
+      }
+      after = opened.after;
+    }
+    const page = await tenant.kb.list(after, LIMITS.listPageDefault);
+    const resources = page.atoms.map((atom) => ({
+      uri: `atom://${encodeURIComponent(atom.id)}`,
+      name: atom.id,
+      ...(atom.title ? { title: atom.title } : {}),
+      mimeType: "text/plain",
+    }));
+    if (page.lastSeq === null) return { resources };
+    return { resources, nextCursor: await scope.handles.mint(RESOURCES_CURSOR, { after: page.lastSeq }, CURSOR_TTL_S) };
+  });
 }
 
 function publicLimits() {
