@@ -135,7 +135,13 @@ export function loadConfig(env: Env): Config {
   return config;
 }
 
+/** Everything not "production" relaxes a check (the dev issuer, the dev sign-in), so a typo must not. */
+const ENVIRONMENTS = ["production", "development", "test"] as const;
+
 function parseConfig(env: Env): Config {
+  if (!ENVIRONMENTS.includes(env.ENVIRONMENT as (typeof ENVIRONMENTS)[number])) {
+    throw new KbError("ERR_CONFIG", `ENVIRONMENT must be one of ${ENVIRONMENTS.join(", ")}`);
+  }
   const production = env.ENVIRONMENT === "production";
   const issuer = env.AUTH_ISSUER ?? "";
   if (!issuer) throw new KbError("ERR_CONFIG", "AUTH_ISSUER is required");
@@ -303,8 +309,9 @@ export interface UpstreamOidcConfig {
 
 /**
  * OAUTH_SERVER = "on" | "off" (default on outside production, off in production, where it needs an upstream
- * sign-in to be useful). OAUTH_DEV_SIGN_IN = "on" | "off" (default on outside production; "on" in production is a
- * configuration error: the dev sign-in lets anyone pick a tenant).
+ * sign-in to be useful). OAUTH_DEV_SIGN_IN = "on" | "off" (default on outside production for a local resource only
+ * — loopback, *.localhost, *.test; "on" in production is a configuration error: the dev sign-in lets anyone pick a
+ * tenant).
  */
 function oauthServer(env: Env, production: boolean, origin: string): OAuthServerConfig | null {
   const onOff = (raw: string | undefined, fallback: boolean, name: string): boolean => {
@@ -312,7 +319,10 @@ function oauthServer(env: Env, production: boolean, origin: string): OAuthServer
     if (raw !== "on" && raw !== "off") throw new KbError("ERR_CONFIG", `${name} must be "on" or "off"`);
     return raw === "on";
   };
-  const devSignIn = onOff(env.OAUTH_DEV_SIGN_IN, !production, "OAUTH_DEV_SIGN_IN");
+  // On by default only for a local resource (loopback, .localhost, .test): a deployment reachable by others gets
+  // the dev sign-in (anyone picks a tenant) only when asked for by name, and never in production.
+  const local = /^(localhost|127\.0\.0\.1|\[::1\])$|\.(localhost|test)$/.test(new URL(origin).hostname);
+  const devSignIn = onOff(env.OAUTH_DEV_SIGN_IN, !production && local, "OAUTH_DEV_SIGN_IN");
   if (production && devSignIn) throw new KbError("ERR_CONFIG", "OAUTH_DEV_SIGN_IN cannot be on in production");
   if (!onOff(env.OAUTH_SERVER, !production, "OAUTH_SERVER")) return null;
   const devMetadataOrigins = new Map<string, string>();

@@ -17,6 +17,7 @@ import {
 import { installDevMetadataOrigins } from "./dev-metadata-origins";
 import { type GrantProps, grantUserId } from "./grant-user";
 import { consentPage, pageResponse, refusalPage, signInPage } from "./pages";
+import { openRecord, sealRecord } from "./sealed-record";
 import { tenantAcceptsGrants } from "./tenant-state";
 import { finishUpstream, startUpstream, UPSTREAM_CALLBACK_PATH, UPSTREAM_START_PATH } from "./upstream-route";
 
@@ -139,7 +140,8 @@ async function consent(
   const transaction = await oauth.beginConsent(request);
   // The signed-in identity waits server-side for the decision, keyed by the handle (which only the browser that
   // holds the binding cookie can use), so the consent form carries no tenant a page could alter.
-  await c.env.OAUTH_KV.put(await signInKey(transaction.handle), JSON.stringify(who), { expirationTtl: SIGNIN_TTL_S });
+  const sealed = await sealRecord(transaction.handle, SIGNIN_PURPOSE, who);
+  await c.env.OAUTH_KV.put(await signInKey(transaction.handle), sealed, { expirationTtl: SIGNIN_TTL_S });
   const html = consentPage({
     details,
     handle: transaction.handle,
@@ -156,12 +158,13 @@ async function decide(c: Context<AppEnv>, form: URLSearchParams): Promise<Respon
   checkFormOrigin(c.req.raw, config);
   const oauth = helpers(c);
   const handle = form.get("handle") ?? "";
+  const key = await signInKey(handle);
   if (form.get("decision") !== "approve") {
     const denied = await oauth.denyConsent(c.req.raw, handle);
+    await c.env.OAUTH_KV.delete(key); // nothing of a refused sign-in stays behind
     return new Response(null, { status: 302, headers: denied.headers });
   }
-  const key = await signInKey(handle);
-  const who = await c.env.OAUTH_KV.get<GrantProps>(key, { type: "json" });
+  const who = await openRecord<GrantProps>(handle, SIGNIN_PURPOSE, await c.env.OAUTH_KV.get(key));
   if (!who || !isTenantId(who.tenant) || !SUBJECT_PATTERN.test(who.subject)) {
     throw new AuthorizationError("invalid_request", { description: "This sign-in expired; start again." });
   }
@@ -195,7 +198,14 @@ async function authorizePage(c: Context<AppEnv>, run: () => Promise<Response>): 
   try {
     return await run();
   } catch (error) {
-    if (error instanceof AuthorizationError && error.redirectTo) return Response.redirect(error.redirectTo, 302);
+    if (error instanceof AuthorizationError && error.redirectTo) {
+      // Never an automatic redirect before the user has done anything: anyone can register a client (or host a
+      // metadata document) with a redirect of their choosing, and an error redirect would make this origin an open
+      // redirector (RFC 9700 section 4.11.2). The error goes back to the client only through a link the user follows.
+      log("warn", { event: "oauth.authorize.refused", requestId: c.var.requestId, code: error.code });
+      const returnTo = { href: error.redirectTo, host: new URL(error.redirectTo).host };
+      return pageResponse(refusalPage("Authorization refused", error.description, returnTo), 400);
+    }
     const code = error instanceof AuthorizationError ? error.code : isKbError(error) ? error.code : null;
     if (code !== null || error instanceof CimdFetchError) {
       log("warn", { event: "oauth.authorize.refused", requestId: c.var.requestId, code: code ?? "cimd_fetch" });
@@ -256,6 +266,8 @@ async function readForm(request: Request): Promise<URLSearchParams> {
   });
   return new URLSearchParams(new TextDecoder().decode(bytes));
 }
+
+const SIGNIN_PURPOSE = "tenant-mcp-kb oauth sign-in v1";
 
 async function signInKey(handle: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(`signin:${handle}`));

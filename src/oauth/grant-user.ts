@@ -81,8 +81,10 @@ export async function identityFromGrantToken(
     throw new KbError("ERR_TOKEN_TENANT", "grant props disagree with the grant's user");
   }
   if (!Number.isInteger(token.expiresAt)) throw new KbError("ERR_TOKEN_CLAIMS", "token without an expiry");
-  // The library issues access tokens with a fixed lifetime, so the issue time follows from the expiry.
-  const issuedAt = token.expiresAt - oauth.accessTokenTtlS;
+  // The library issues access tokens with a fixed lifetime, so the issue time follows from the expiry; never later
+  // than now (a lowered OAUTH_ACCESS_TOKEN_TTL_S would otherwise date older tokens into the future, past a
+  // revocation "by subject, issued before now").
+  const issuedAt = Math.min(token.expiresAt - oauth.accessTokenTtlS, Math.floor(Date.now() / 1000));
   return {
     tenant,
     subject,

@@ -87,8 +87,11 @@ export function consentPage(view: ConsentView): string {
   );
 }
 
-export function refusalPage(title: string, message: string): string {
-  return layout(title, `<h1>${escapeHtml(title)}</h1><p role="alert">${escapeHtml(message)}</p>`);
+export function refusalPage(title: string, message: string, returnTo?: { href: string; host: string }): string {
+  const back = returnTo
+    ? `<p><a href="${escapeHtml(returnTo.href)}">Return to ${escapeHtml(returnTo.host)}</a></p>`
+    : "";
+  return layout(title, `<h1>${escapeHtml(title)}</h1><p role="alert">${escapeHtml(message)}</p>${back}`);
 }
 
 /** An HTML response that cannot be framed, runs no script and is never cached. */

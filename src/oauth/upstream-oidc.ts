@@ -133,7 +133,10 @@ export function verifiedEmailDomain(claims: JWTPayload): string | null {
   const email = claims.email;
   if (claims.email_verified !== true || typeof email !== "string") return null;
   const at = email.lastIndexOf("@");
-  const domain = at > 0 ? email.slice(at + 1).toLowerCase() : "";
+  const raw = at > 0 ? email.slice(at + 1) : "";
+  // Printable ASCII before lower-casing: toLowerCase folds look-alikes (the Kelvin sign K becomes k).
+  if (!/^[\x21-\x7e]+$/.test(raw)) return null;
+  const domain = raw.toLowerCase();
   return EMAIL_DOMAIN.test(domain) ? domain : null;
 }
 

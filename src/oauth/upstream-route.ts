@@ -8,6 +8,7 @@ import type { AppEnv } from "../http/context";
 import { log } from "../log";
 import { AUTHORIZE_PATH } from "./authorization-server";
 import type { GrantProps } from "./grant-user";
+import { openRecord, sealRecord } from "./sealed-record";
 import { authorizationUrl, discover, redeemCode, verifiedEmailDomain, verifyIdToken } from "./upstream-oidc";
 
 export const UPSTREAM_START_PATH = "/authorize/upstream";
@@ -48,7 +49,8 @@ export async function startUpstream(c: Context<AppEnv>, oauth: OAuthHelpers, con
   const verifier = randomToken();
   const cookie = randomToken();
   const pending: PendingUpstream = { query: url.search, nonce, verifier, binding: await sha256(cookie) };
-  await c.env.OAUTH_KV.put(await pendingKey(state), JSON.stringify(pending), { expirationTtl: UPSTREAM_TTL_S });
+  const sealed = await sealRecord(state, PENDING_PURPOSE, pending);
+  await c.env.OAUTH_KV.put(await pendingKey(state), sealed, { expirationTtl: UPSTREAM_TTL_S });
   const location = authorizationUrl(metadata, upstream, {
     redirectUri: `${config.resourceOrigin}${UPSTREAM_CALLBACK_PATH}`,
     state,
@@ -78,13 +80,16 @@ export async function finishUpstream(
   const url = new URL(c.req.url);
   const state = url.searchParams.get("state") ?? "";
   const key = await pendingKey(state);
-  const pending = state ? await c.env.OAUTH_KV.get<PendingUpstream>(key, { type: "json" }) : null;
+  const pending = state
+    ? await openRecord<PendingUpstream>(state, PENDING_PURPOSE, await c.env.OAUTH_KV.get(key))
+    : null;
   if (!pending) throw new KbError("ERR_BAD_REQUEST", "This sign-in expired or was already used; start again.");
-  await c.env.OAUTH_KV.delete(key);
+  // The browser binding is checked before the state is spent: someone who learnt a state value cannot burn it.
   const cookie = cookieValue(c.req.header("cookie") ?? "", BINDING_COOKIE);
   if (!cookie || (await sha256(cookie)) !== pending.binding) {
     throw new KbError("ERR_BAD_REQUEST", "This sign-in was started in another browser; start again.");
   }
+  await c.env.OAUTH_KV.delete(key);
   if (url.searchParams.has("error")) throw new KbError("ERR_BAD_REQUEST", "The identity provider refused the sign-in.");
   const code = url.searchParams.get("code");
   if (!code) throw new KbError("ERR_BAD_REQUEST", "The identity provider returned no code.");
@@ -140,6 +145,8 @@ async function s256(value: string): Promise<string> {
 async function sha256(value: string): Promise<string> {
   return s256(value);
 }
+
+const PENDING_PURPOSE = "tenant-mcp-kb oauth upstream v1";
 
 async function pendingKey(state: string): Promise<string> {
   return `upstream:${await sha256(`state:${state}`)}`;

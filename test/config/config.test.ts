@@ -406,6 +406,23 @@ describe("the built-in OAuth authorization server settings", () => {
     expect(on).toMatchObject({ issuer: "https://kb.test", devSignIn: false, accessTokenTtlS: 3600 });
   });
 
+  it("an ENVIRONMENT that is not exactly production, development or test is a configuration error", () => {
+    for (const value of ["prod", "Production", "staging", "", undefined]) {
+      expectConfigError(baseEnv({ ENVIRONMENT: value as string }), /ENVIRONMENT/);
+    }
+  });
+
+  it("the dev sign-in is on by default only for a local resource; elsewhere only when asked for by name", () => {
+    const remote = { MCP_RESOURCE: "https://kb.example.com/mcp", ALLOWED_HOSTS: "kb.example.com" };
+    expect(loadConfig(baseEnv({ ENVIRONMENT: "development", ...remote })).oauth?.devSignIn).toBe(false);
+    expect(
+      loadConfig(baseEnv({ ENVIRONMENT: "development", ...remote, OAUTH_DEV_SIGN_IN: "on" })).oauth?.devSignIn,
+    ).toBe(true);
+    for (const resource of ["http://localhost:8787/mcp", "http://127.0.0.1:9000/mcp", "https://kb.test/mcp"]) {
+      expect(loadConfig(baseEnv({ ENVIRONMENT: "development", MCP_RESOURCE: resource })).oauth?.devSignIn).toBe(true);
+    }
+  });
+
   it("refuses the dev sign-in in production and out-of-range lifetimes", () => {
     expectConfigError(prodEnv({ OAUTH_SERVER: "on", OAUTH_DEV_SIGN_IN: "on" }), /OAUTH_DEV_SIGN_IN/);
     expectConfigError(baseEnv({ OAUTH_SERVER: "yes" }), /OAUTH_SERVER/);

@@ -123,10 +123,40 @@ describe("OAuth attacks", () => {
     expect((await grantsOf(tenant)).length).toBe(1);
   });
 
+  it("an invalid request whose redirect the library validated: a page with a link back, never a 500 or an automatic redirect", async () => {
+    // Anyone can register a redirect of their choosing, so an error redirect would make this origin an open
+    // redirector (RFC 9700 4.11.2): the error goes back only through a link the user follows.
+    const clientId = await registerClient({ redirect_uris: ["https://evil.test/landing"] });
+    const verifier = await pkce();
+    const cases = [
+      authorizeQuery({
+        clientId,
+        pkce: verifier,
+        redirectUri: "https://evil.test/landing",
+        resource: "https://other.test/mcp",
+      }),
+      authorizeQuery({ clientId, pkce: verifier, redirectUri: "https://evil.test/landing" }).replace(
+        /&code_challenge=[^&]*/,
+        "",
+      ),
+    ];
+    for (const query of cases) {
+      const page = await asFetch(`/authorize?${query}`);
+      expect(page.status).toBe(400);
+      expect(page.headers.get("location")).toBeNull();
+      const html = await page.text();
+      expect(html).toContain("Return to evil.test");
+      expect(html).toMatch(/href="https:\/\/evil\.test\/landing\?[^"]*error=/);
+    }
+  });
+
   it("Deny redirects with access_denied and the client's state; no grant", async () => {
     const tenant = uniqueTenant("oa-deny");
     const clientId = await registerClient();
+    const before = new Set(await kvKeys("signin:"));
     const consent = await signIn(authorizeQuery({ clientId, pkce: await pkce(), state: "st-9" }), tenant, "alice");
+    const waiting = (await kvKeys("signin:")).filter((key) => !before.has(key));
+    expect(waiting).toHaveLength(1);
     const answer = await postForm(
       "/authorize",
       { step: "consent", handle: consent.handle, decision: "deny" },
@@ -137,6 +167,24 @@ describe("OAuth attacks", () => {
     expect(location.searchParams.get("error")).toBe("access_denied");
     expect(location.searchParams.get("state")).toBe("st-9");
     expect(await grantsOf(tenant)).toEqual([]);
+    // Nothing of the refused sign-in stays behind.
+    expect(await kvKeys("signin:")).not.toContain(waiting[0]);
+  });
+
+  it("the signed-in identity waits for consent sealed: KV holds neither tenant nor subject in the clear", async () => {
+    const tenant = uniqueTenant("oa-sealed");
+    const subject = "sealed-subject@corp.example";
+    const clientId = await registerClient();
+    const before = new Set(await kvKeys("signin:"));
+    const consent = await signIn(authorizeQuery({ clientId, pkce: await pkce() }), tenant, subject);
+    expect(consent.status).toBe(200);
+    const added = (await kvKeys("signin:")).filter((key) => !before.has(key));
+    expect(added).toHaveLength(1);
+    const stored = (await env.OAUTH_KV.get(added[0] as string)) ?? "";
+    expect(stored.length).toBeGreaterThan(28);
+    expect(stored).not.toContain(tenant);
+    expect(stored).not.toContain("sealed-subject");
+    expect(added[0]).not.toContain(consent.handle);
   });
 
   it("a code for tenant A redeemed naming another resource: invalid_target, no token", async () => {

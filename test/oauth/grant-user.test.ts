@@ -58,15 +58,23 @@ describe("grant user ids: the tenant leads, no ':' ever", () => {
 
 describe("identityFromGrantToken: the same Identity as a JWT's", () => {
   it("maps tenant, subject, scopes and expiry", async () => {
-    const identity = await identityFromGrantToken(valid(), config, "g1");
+    const nowS = Math.floor(Date.now() / 1000);
+    const identity = await identityFromGrantToken(valid({ expiresAt: nowS + 1000 }), config, "g1");
     expect(identity).toEqual({
       tenant: "acme",
       subject: "alice",
       scopes: ["mcp", "kb.read"],
       tokenId: "grant:g1",
-      expiresAt: 2_000_000_000,
-      issuedAt: 2_000_000_000 - 3600,
+      expiresAt: nowS + 1000,
+      issuedAt: nowS + 1000 - 3600,
     });
+  });
+
+  it("the issue time is never in the future (a lowered token lifetime cannot date a token past a revocation)", async () => {
+    // Issued under a longer lifetime than today's setting: expiry minus today's lifetime would be after now.
+    const nowS = Math.floor(Date.now() / 1000);
+    const identity = await identityFromGrantToken(valid({ expiresAt: nowS + 80_000 }), config, "g1");
+    expect(identity.issuedAt).toBeLessThanOrEqual(Math.floor(Date.now() / 1000));
   });
 
   it.each([

@@ -77,6 +77,8 @@ describe("upstream ID token verification", () => {
   it("takes the email domain only when the provider verified the email", () => {
     expect(verifiedEmailDomain({ email: "Erin@Corp.Example", email_verified: true })).toBe("corp.example");
     expect(verifiedEmailDomain({ email: "erin@corp.example", email_verified: false })).toBeNull();
+    // Look-alikes that lower-case into ASCII (the Kelvin sign becomes k) are refused, not folded.
+    expect(verifiedEmailDomain({ email: "bob@\u212Aorp.example", email_verified: true })).toBeNull();
     expect(verifiedEmailDomain({ email: "erin@corp.example" })).toBeNull();
     expect(verifiedEmailDomain({ email: "erin@corp.example", email_verified: "true" })).toBeNull();
     expect(verifiedEmailDomain({ email: "no-at-sign", email_verified: true })).toBeNull();

@@ -40,7 +40,7 @@ afterEach(() => {
 });
 
 describe("upstream state is single-use and bound to the browser that started it", () => {
-  it("a callback without the binding cookie, or replayed, is refused before any code is redeemed", async () => {
+  it("a callback without the binding cookie is refused without spending the state; a replay redeems nothing", async () => {
     const fetched: string[] = [];
     vi.spyOn(globalThis, "fetch").mockImplementation(async (input) => {
       const url = input instanceof Request ? input.url : String(input);
@@ -70,10 +70,18 @@ describe("upstream state is single-use and bound to the browser that started it"
     });
     expect(foreign.status).toBe(400);
     expect(await foreign.text()).toContain("another browser");
-    // The state was consumed by that attempt: the right browser cannot replay it either.
+    expect(fetched.some((url) => url.startsWith("https://idp.test/token"))).toBe(false);
+    // The foreign attempt did not spend the state (whoever learnt it cannot burn the user's sign-in): the right
+    // browser's callback gets past the binding and spends it (here the provider's token endpoint then fails).
+    const own = await call(`/authorize/callback?code=c&state=${state}`, { headers: { cookie } });
+    expect(await own.text()).not.toContain("another browser");
+    expect(fetched.some((url) => url.startsWith("https://idp.test/token"))).toBe(true);
+    // Replayed after that: refused before any code is redeemed again.
+    const redeemed = fetched.filter((url) => url.startsWith("https://idp.test/token")).length;
     const replay = await call(`/authorize/callback?code=c&state=${state}`, { headers: { cookie } });
     expect(replay.status).toBe(400);
-    expect(fetched.some((url) => url.startsWith("https://idp.test/token"))).toBe(false);
+    expect(await replay.text()).toContain("expired or was already used");
+    expect(fetched.filter((url) => url.startsWith("https://idp.test/token")).length).toBe(redeemed);
     expect(await kvKeys("grant:")).toEqual([]);
   });
 });
