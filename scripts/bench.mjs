@@ -32,6 +32,9 @@ const SUITES = {
   // Not a vitest suite: scripts/bench-edge.mjs drives three `wrangler dev` targets over loopback HTTP.
   edge: null,
 };
+// The fault suite's figures (npm run test:faults) are written by hand between these markers and kept as they are.
+const FAULTS_START = "<!-- faults-report:start -->";
+const FAULTS_END = "<!-- faults-report:end -->";
 const EDGE_START = "<!-- edge-report:start -->";
 const EDGE_END = "<!-- edge-report:end -->";
 
@@ -380,6 +383,11 @@ function writeReport(results) {
   out.push("");
   out.push(...cryptoReport(results.crypto ?? {}, previous));
   out.push("");
+  const faultsStart = previous.indexOf(FAULTS_START);
+  const faultsEnd = previous.indexOf(FAULTS_END);
+  if (faultsStart >= 0 && faultsEnd > faultsStart) {
+    out.push(previous.slice(faultsStart, faultsEnd + FAULTS_END.length), "");
+  }
   out.push(...edgeReport(results.edge ?? null, previous));
   writeFileSync(REPORT, `${out.join("\n")}\n`);
 }
