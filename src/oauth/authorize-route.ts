@@ -48,9 +48,14 @@ export function registerOAuthRoutes(app: Hono<AppEnv>): void {
   app.on(["POST", "OPTIONS"], AS_TOKEN_PATH, library);
   app.options(REGISTER_PATH, library);
   app.post(REGISTER_PATH, async (c) => {
-    oauthConfig(c);
+    const config = oauthConfig(c);
     const limiter = c.env.OAUTH_REGISTRATION_LIMITER;
-    if (limiter && !(await limiter.limit({ key: "oauth-register" })).success) {
+    // Without its limiter, registration is an unbounded write to KV: refused in production, allowed in dev/tests.
+    if (!limiter && config.production) throw new KbError("ERR_CONFIG", "the registration rate limiter is not bound");
+    // Per client address (Cloudflare sets CF-Connecting-IP; absent locally): one flooding address exhausts its own
+    // budget, not everyone's.
+    const address = c.req.header("cf-connecting-ip") ?? "local";
+    if (limiter && !(await limiter.limit({ key: `oauth-register:${address}` })).success) {
       log("warn", { event: "oauth.register.refused", requestId: c.var.requestId, code: "ERR_RATE_LIMITED" });
       return c.json(
         { error: "temporarily_unavailable", error_description: "Too many registrations; retry later." },

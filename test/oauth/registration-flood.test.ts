@@ -26,5 +26,13 @@ describe("registration flood", () => {
     expect(statuses.slice(-5)).toEqual([429, 429, 429, 429, 429]);
     const clients = await env.OAUTH_KV.list({ prefix: "client:" });
     expect(clients.keys.length).toBe(accepted);
+    // The budget is per client address: another address still registers.
+    const other = await asFetch("/register", {
+      method: "POST",
+      headers: { "content-type": "application/json", "cf-connecting-ip": "198.51.100.7" },
+      body: JSON.stringify({ client_name: "other", redirect_uris: [REDIRECT], token_endpoint_auth_method: "none" }),
+    });
+    expect(other.status).toBe(201);
+    await other.body?.cancel();
   });
 });
