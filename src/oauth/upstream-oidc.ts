@@ -27,12 +27,12 @@ export async function discover(upstream: UpstreamOidcConfig, now = Date.now()): 
   const cached = discovered.get(upstream.issuer);
   if (cached && now - cached.at < DISCOVERY_TTL_MS) return cached.metadata;
   const url = `${upstream.issuer.replace(/\/$/, "")}/.well-known/openid-configuration`;
-  const response = await fetch(url, {
-    headers: { accept: "application/json" },
-    signal: AbortSignal.timeout(TIMEOUT_MS),
-  });
+  const response = await providerFetch(url, { headers: { accept: "application/json" } });
   if (!response.ok) throw new KbError("ERR_AUTH_UNAVAILABLE", "identity provider discovery failed");
-  const body = (await response.json()) as Record<string, unknown>;
+  const body = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+  if (body === null || typeof body !== "object") {
+    throw new KbError("ERR_AUTH_UNAVAILABLE", "identity provider metadata is not JSON");
+  }
   const strings = ["issuer", "authorization_endpoint", "token_endpoint", "jwks_uri"].map((key) => body[key]);
   if (strings.some((value) => typeof value !== "string") || body.issuer !== upstream.issuer) {
     throw new KbError("ERR_AUTH_UNAVAILABLE", "identity provider metadata is invalid or names another issuer");
@@ -42,6 +42,15 @@ export async function discover(upstream: UpstreamOidcConfig, now = Date.now()): 
   if (discovered.size >= MAX_ENTRIES) discovered.clear();
   discovered.set(upstream.issuer, { at: now, metadata });
   return metadata;
+}
+
+/** A request to the provider; a network failure or time-out is 503 ERR_AUTH_UNAVAILABLE, not an internal error. */
+async function providerFetch(url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, { ...init, signal: AbortSignal.timeout(TIMEOUT_MS) });
+  } catch (error) {
+    throw new KbError("ERR_AUTH_UNAVAILABLE", "identity provider unreachable", { cause: error });
+  }
 }
 
 export function authorizationUrl(
@@ -80,12 +89,7 @@ export async function redeemCode(
   } else {
     body.set("client_id", upstream.clientId);
   }
-  const response = await fetch(metadata.tokenEndpoint, {
-    method: "POST",
-    headers,
-    body,
-    signal: AbortSignal.timeout(TIMEOUT_MS),
-  });
+  const response = await providerFetch(metadata.tokenEndpoint, { method: "POST", headers, body });
   const answer = (await response.json().catch(() => ({}))) as { id_token?: unknown };
   if (!response.ok || typeof answer.id_token !== "string") {
     throw new KbError("ERR_TOKEN_CLAIMS", "the identity provider did not issue an ID token");

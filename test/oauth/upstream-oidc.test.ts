@@ -1,8 +1,14 @@
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT } from "jose";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { UpstreamOidcConfig } from "../../src/config";
 import { KbError } from "../../src/errors";
-import { type ProviderMetadata, verifiedEmailDomain, verifyIdToken } from "../../src/oauth/upstream-oidc";
+import {
+  discover,
+  type ProviderMetadata,
+  redeemCode,
+  verifiedEmailDomain,
+  verifyIdToken,
+} from "../../src/oauth/upstream-oidc";
 
 const upstream: UpstreamOidcConfig = {
   issuer: "https://idp.test",
@@ -82,5 +88,29 @@ describe("upstream ID token verification", () => {
     expect(verifiedEmailDomain({ email: "erin@corp.example" })).toBeNull();
     expect(verifiedEmailDomain({ email: "erin@corp.example", email_verified: "true" })).toBeNull();
     expect(verifiedEmailDomain({ email: "no-at-sign", email_verified: true })).toBeNull();
+  });
+});
+
+describe("an unreachable or broken provider is 503 ERR_AUTH_UNAVAILABLE, not an internal error", () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it("discovery: network failure, and an answer that is not JSON", async () => {
+    vi.spyOn(globalThis, "fetch").mockRejectedValue(new TypeError("network connection lost"));
+    await expect(discover({ ...upstream, issuer: "https://down.idp.test" })).rejects.toMatchObject({
+      code: "ERR_AUTH_UNAVAILABLE",
+    });
+    vi.spyOn(globalThis, "fetch").mockResolvedValue(new Response("<html>", { status: 200 }));
+    await expect(discover({ ...upstream, issuer: "https://html.idp.test" })).rejects.toMatchObject({
+      code: "ERR_AUTH_UNAVAILABLE",
+    });
+  });
+
+  it("code redemption: network failure", async () => {
+    vi.spyOn(globalThis, "fetch").mockRejectedValue(new TypeError("network connection lost"));
+    const redeemed = redeemCode(metadata, upstream, { code: "c", redirectUri: "https://kb.test/cb", verifier: "v" });
+    await expect(redeemed).rejects.toMatchObject({ code: "ERR_AUTH_UNAVAILABLE" });
+    await expect(redeemed).rejects.toBeInstanceOf(KbError);
   });
 });
