@@ -19,6 +19,8 @@ export interface ProviderMetadata {
 
 const DISCOVERY_TTL_MS = 10 * 60_000;
 const TIMEOUT_MS = 10_000;
+// Tenant-neutral caches: the operator's provider metadata and its key set, keyed by the configured issuer (server
+// configuration only, never a request or a tenant), identical for every tenant; bounded by MAX_ENTRIES.
 const discovered = new Map<string, { readonly at: number; readonly metadata: ProviderMetadata }>();
 const keySets = new Map<string, JWTVerifyGetKey>();
 const MAX_ENTRIES = 8;
