@@ -46,22 +46,29 @@ export function sipHashString(key: SipKey, text: string, out: Uint32Array): void
   let ml = 0;
   let mh = 0;
   let t = 0;
-  for (let block = 0; block <= blocks; block++) {
-    const at = block * 4;
-    if (block < blocks) {
-      ml = (text.charCodeAt(at) | (text.charCodeAt(at + 1) << 16)) >>> 0;
-      mh = (text.charCodeAt(at + 2) | (text.charCodeAt(at + 3) << 16)) >>> 0;
+  // One pass over every block, then the finalization: the same SipRound, 2 times per block and 4 at the end
+  // (c = 2, d = 4), kept in one loop body so that the round is written once and stays in local variables.
+  for (let step = 0; step <= blocks + 1; step++) {
+    const final = step > blocks;
+    if (final) {
+      v2l ^= 0xff;
     } else {
-      const left = units - at; // 0..3 code units
-      ml = left > 0 ? text.charCodeAt(at) : 0;
-      if (left > 1) ml |= text.charCodeAt(at + 1) << 16;
-      mh = left > 2 ? text.charCodeAt(at + 2) : 0;
-      mh = (mh | ((bytes & 0xff) << 24)) >>> 0;
-      ml >>>= 0;
+      const at = step * 4;
+      if (step < blocks) {
+        ml = (text.charCodeAt(at) | (text.charCodeAt(at + 1) << 16)) >>> 0;
+        mh = (text.charCodeAt(at + 2) | (text.charCodeAt(at + 3) << 16)) >>> 0;
+      } else {
+        const left = units - at; // 0..3 code units
+        ml = left > 0 ? text.charCodeAt(at) : 0;
+        if (left > 1) ml |= text.charCodeAt(at + 1) << 16;
+        mh = left > 2 ? text.charCodeAt(at + 2) : 0;
+        mh = (mh | ((bytes & 0xff) << 24)) >>> 0;
+        ml >>>= 0;
+      }
+      v3l ^= ml;
+      v3h ^= mh;
     }
-    v3l ^= ml;
-    v3h ^= mh;
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0, rounds = final ? 4 : 2; round < rounds; round++) {
       // v0 += v1; v1 <<<= 13; v1 ^= v0; v0 <<<= 32
       t = (v0l + v1l) >>> 0;
       v0h = (v0h + v1h + (t < v0l >>> 0 ? 1 : 0)) >>> 0;
@@ -97,41 +104,10 @@ export function sipHashString(key: SipKey, text: string, out: Uint32Array): void
       v2l = v2h;
       v2h = t;
     }
-    v0l ^= ml;
-    v0h ^= mh;
-  }
-  v2l ^= 0xff;
-  for (let round = 0; round < 4; round++) {
-    t = (v0l + v1l) >>> 0;
-    v0h = (v0h + v1h + (t < v0l >>> 0 ? 1 : 0)) >>> 0;
-    v0l = t;
-    t = (v1h << 13) | (v1l >>> 19);
-    v1l = ((v1l << 13) | (v1h >>> 19)) ^ v0l;
-    v1h = t ^ v0h;
-    t = v0l;
-    v0l = v0h;
-    v0h = t;
-    t = (v2l + v3l) >>> 0;
-    v2h = (v2h + v3h + (t < v2l >>> 0 ? 1 : 0)) >>> 0;
-    v2l = t;
-    t = (v3h << 16) | (v3l >>> 16);
-    v3l = ((v3l << 16) | (v3h >>> 16)) ^ v2l;
-    v3h = t ^ v2h;
-    t = (v0l + v3l) >>> 0;
-    v0h = (v0h + v3h + (t < v0l >>> 0 ? 1 : 0)) >>> 0;
-    v0l = t;
-    t = (v3h << 21) | (v3l >>> 11);
-    v3l = ((v3l << 21) | (v3h >>> 11)) ^ v0l;
-    v3h = t ^ v0h;
-    t = (v2l + v1l) >>> 0;
-    v2h = (v2h + v1h + (t < v2l >>> 0 ? 1 : 0)) >>> 0;
-    v2l = t;
-    t = (v1h << 17) | (v1l >>> 15);
-    v1l = ((v1l << 17) | (v1h >>> 15)) ^ v2l;
-    v1h = t ^ v2h;
-    t = v2l;
-    v2l = v2h;
-    v2h = t;
+    if (!final) {
+      v0l ^= ml;
+      v0h ^= mh;
+    }
   }
   out[0] = v0l ^ v1l ^ v2l ^ v3l;
   out[1] = v0h ^ v1h ^ v2h ^ v3h;
