@@ -29,7 +29,7 @@ import { vectorIndex } from "./demo/steps/vector-index.mjs";
 import { storyFor } from "./demo/story.mjs";
 import { ensureDevKeys } from "./dev-keys.mjs";
 import { freePort } from "./e2e/ports.mjs";
-import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
+import { runBounded, stopAll } from "./e2e/processes.mjs";
 import { tail } from "./e2e/wrangler.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -159,38 +159,8 @@ async function finish(code) {
   process.exit(code !== 0 ? code : summary.ok ? 0 : 1);
 }
 
-installCleanupHandlers((signal) => {
-  matrix.add({
-    channel: "setup",
-    attack: `interrupted by ${signal}`,
-    expected: "-",
-    verdict: "fail",
-    observed: signal,
-  });
-  return finish(130);
+await runBounded(main, {
+  timeoutMs: HARD_TIMEOUT_MS,
+  fail: (attack, observed) => matrix.add({ channel: "setup", attack, expected: "runs", verdict: "fail", observed }),
+  finish,
 });
-const hardTimeout = setTimeout(() => {
-  matrix.add({
-    channel: "setup",
-    attack: "overall time limit",
-    expected: `${HARD_TIMEOUT_MS / 60_000} min`,
-    verdict: "fail",
-    observed: "timed out",
-  });
-  finish(1);
-}, HARD_TIMEOUT_MS);
-try {
-  await main();
-  clearTimeout(hardTimeout);
-  await finish(0);
-} catch (error) {
-  clearTimeout(hardTimeout);
-  matrix.add({
-    channel: "setup",
-    attack: "harness",
-    expected: "runs",
-    verdict: "fail",
-    observed: `error: ${error?.message ?? error}`,
-  });
-  await finish(1);
-}

@@ -18,7 +18,7 @@ import { listServerScenarios, planScenarios, runScenario, verdict } from "./e2e/
 import { forensicsChecks } from "./e2e/forensics.mjs";
 import { oauthChecks, startMetadataDocumentServer } from "./e2e/oauth.mjs";
 import { freePort } from "./e2e/ports.mjs";
-import { installCleanupHandlers, stopAll } from "./e2e/processes.mjs";
+import { runBounded, stopAll } from "./e2e/processes.mjs";
 import { startAuthProxy } from "./e2e/proxy.mjs";
 import { Report } from "./e2e/report.mjs";
 import { startPortChecks } from "./e2e/start-port.mjs";
@@ -230,20 +230,8 @@ async function finish(code) {
   process.exit(code !== 0 ? code : report.counts().failed === 0 ? 0 : 1);
 }
 
-installCleanupHandlers((signal) => {
-  report.add({ group: "setup", name: `interrupted by ${signal}`, status: "failed" });
-  return finish(130);
+await runBounded(main, {
+  timeoutMs: HARD_TIMEOUT_MS,
+  fail: (name, detail) => report.add({ group: "setup", name, status: "failed", detail }),
+  finish,
 });
-const hardTimeout = setTimeout(() => {
-  report.add({ group: "setup", name: `overall time limit (${HARD_TIMEOUT_MS / 60_000} min)`, status: "failed" });
-  finish(1);
-}, HARD_TIMEOUT_MS);
-try {
-  await main();
-  clearTimeout(hardTimeout);
-  await finish(0);
-} catch (error) {
-  clearTimeout(hardTimeout);
-  report.add({ group: "setup", name: "harness error", status: "failed", detail: error?.stack ?? String(error) });
-  await finish(1);
-}

@@ -66,3 +66,28 @@ export function installCleanupHandlers(onSignal) {
     for (const pid of running.keys()) signalGroup(pid, "SIGKILL");
   });
 }
+
+/**
+ * The shape every long-running check script shares (e2e, faults, demo): `main` bounded by `timeoutMs`, cleanup on
+ * signals, and one exit path through `finish(code)`. `fail(name, detail)` records why the run failed (a signal,
+ * the time limit, or an error thrown by `main`) in the script's own report.
+ */
+export async function runBounded(main, { timeoutMs, fail, finish }) {
+  installCleanupHandlers((signal) => {
+    fail(`interrupted by ${signal}`, signal);
+    return finish(130);
+  });
+  const hardTimeout = setTimeout(() => {
+    fail(`overall time limit (${timeoutMs / 60_000} min)`, "timed out");
+    finish(1);
+  }, timeoutMs);
+  try {
+    await main();
+    clearTimeout(hardTimeout);
+    await finish(0);
+  } catch (error) {
+    clearTimeout(hardTimeout);
+    fail("harness error", error?.stack ?? String(error));
+    await finish(1);
+  }
+}
