@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from "@modelcontextprotocol/client";
 import { chromiumBrowser, findChromium } from "./browser.mjs";
+import { cookieFetch } from "./cookie-fetch.mjs";
 import { upstreamBrowser } from "./upstream.mjs";
 
 const MAX_BROWSER_HOPS = 5;
@@ -90,18 +91,7 @@ class E2EProvider {
 export function devBrowser({ base, tenant, subject, log = [] }) {
   return async (authorizationUrl) => {
     const origin = new URL(base).origin;
-    const cookies = new Map();
-    const send = async (url, init = {}) => {
-      const headers = new Headers(init.headers);
-      if (cookies.size) headers.set("cookie", [...cookies].map(([k, v]) => `${k}=${v}`).join("; "));
-      const response = await fetch(url, { ...init, headers, redirect: "manual" });
-      for (const line of response.headers.getSetCookie()) {
-        const [pair] = line.split(";");
-        const eq = pair.indexOf("=");
-        cookies.set(pair.slice(0, eq), pair.slice(eq + 1));
-      }
-      return response;
-    };
+    const send = cookieFetch();
     const postForm = (url, fields) =>
       send(url, {
         method: "POST",

@@ -2,6 +2,7 @@
 // as the upstream identity of the built-in authorization server: the production sign-in path, end to end.
 import { createServer } from "node:http";
 import Provider from "oidc-provider";
+import { cookieFetch } from "./cookie-fetch.mjs";
 
 const MAX_STEPS = 20;
 
@@ -46,18 +47,7 @@ export async function startOidcProvider({ redirectUri }) {
  */
 export function upstreamBrowser({ login, seen = {} }) {
   return async (authorizationUrl) => {
-    const cookies = new Map();
-    const send = async (url, init = {}) => {
-      const headers = new Headers(init.headers);
-      if (cookies.size) headers.set("cookie", [...cookies].map(([k, v]) => `${k}=${v}`).join("; "));
-      const response = await fetch(url, { ...init, headers, redirect: "manual" });
-      for (const line of response.headers.getSetCookie()) {
-        const [pair] = line.split(";");
-        const eq = pair.indexOf("=");
-        cookies.set(pair.slice(0, eq), pair.slice(eq + 1));
-      }
-      return response;
-    };
+    const send = cookieFetch();
     const clientOrigin = new URL(authorizationUrl).origin;
     let response = await send(authorizationUrl);
     let url = new URL(authorizationUrl);
