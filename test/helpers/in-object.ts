@@ -1,6 +1,6 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { createMcpHandler } from "@modelcontextprotocol/server";
+import { createMcpHandler, type McpServer } from "@modelcontextprotocol/server";
 import { expect } from "vitest";
 import type { Identity } from "../../src/auth/identity";
 import { type Config, loadConfig } from "../../src/config";
@@ -80,21 +80,7 @@ export async function rpcInObject(
         () => state.storage.setAlarm(Date.now()),
         options.tools,
       );
-      const handler = createMcpHandler(() => server, { legacy: "reject", maxRequestBodySize: 8 * 1024 * 1024 });
-      const raw = modernRequest(1, method, params);
-      const response = await handler.fetch(
-        new Request("https://kb.test/mcp", {
-          method: "POST",
-          headers: {
-            ...raw.headers,
-            "content-type": "application/json",
-            accept: "application/json, text/event-stream",
-          },
-          body: raw.body,
-        }),
-      );
-      const text = await response.text();
-      return { message: await rpcResult(new Response(text, { headers: response.headers })), text };
+      return serveRpc(server, method, params);
     },
     options,
   );
@@ -110,4 +96,23 @@ export async function callToolInObject(
   const { message, text } = await rpcInObject(tenant, "tools/call", { name, arguments: args }, options);
   expect(message.error, text).toBeUndefined();
   return { result: message.result as Record<string, unknown>, text };
+}
+
+/** One 2026-07-28 JSON-RPC request served by `server` through the SDK's handler, as the tenant object serves it. */
+export async function serveRpc(
+  server: McpServer,
+  method: string,
+  params: Record<string, unknown>,
+): Promise<{ message: Record<string, unknown>; text: string }> {
+  const handler = createMcpHandler(() => server, { legacy: "reject", maxRequestBodySize: 8 * 1024 * 1024 });
+  const raw = modernRequest(1, method, params);
+  const response = await handler.fetch(
+    new Request("https://kb.test/mcp", {
+      method: "POST",
+      headers: { ...raw.headers, "content-type": "application/json", accept: "application/json, text/event-stream" },
+      body: raw.body,
+    }),
+  );
+  const text = await response.text();
+  return { message: await rpcResult(new Response(text, { headers: response.headers })), text };
 }

@@ -1,13 +1,11 @@
-import { createMcpHandler } from "@modelcontextprotocol/server";
 import { describe, expect, it } from "vitest";
 import type { Identity } from "../../src/auth/identity";
 import { HandleCodec } from "../../src/mcp/handles";
 import type { RequestScope } from "../../src/mcp/request-scope";
 import { type PreparedMcpServer, prepareTenantMcpServer, serverShape } from "../../src/mcp/server-factory";
 import { ServerPool } from "../../src/mcp/server-pool";
-import { MODERN_VERSION, modernRequest } from "../helpers/clients";
-import { inTenantObject } from "../helpers/in-object";
-import { rpcResult } from "../helpers/mcp-http";
+import { MODERN_VERSION } from "../helpers/clients";
+import { inTenantObject, serveRpc } from "../helpers/in-object";
 
 /** Prepared servers are reused across requests of one caller shape, each request served with its own identity. */
 describe("prepared MCP servers (server-pool.ts)", () => {
@@ -35,15 +33,7 @@ describe("prepared MCP servers (server-pool.ts)", () => {
   });
 
   async function whoami(prepared: PreparedMcpServer): Promise<Record<string, unknown>> {
-    const raw = modernRequest(1, "tools/call", { name: "whoami", arguments: {} });
-    const response = await createMcpHandler(() => prepared.server, { legacy: "reject" }).fetch(
-      new Request("https://kb.test/mcp", {
-        method: "POST",
-        headers: { ...raw.headers, "content-type": "application/json", accept: "application/json, text/event-stream" },
-        body: raw.body,
-      }),
-    );
-    const message = await rpcResult(response);
+    const { message } = await serveRpc(prepared.server, "tools/call", { name: "whoami", arguments: {} });
     // The SDK closes the exchange's transport in a microtask after the response: let it run.
     await new Promise((resolve) => setTimeout(resolve, 0));
     return (message.result as { structuredContent: Record<string, unknown> }).structuredContent;
@@ -125,19 +115,7 @@ describe("prepared MCP servers (server-pool.ts)", () => {
         expect.objectContaining({ code: "ERR_INTERNAL" }),
       );
       // Never bound: the call fails instead of acting for the caller the server was prepared with.
-      const raw = modernRequest(1, "tools/call", { name: "whoami", arguments: {} });
-      const response = await createMcpHandler(() => prepared.server, { legacy: "reject" }).fetch(
-        new Request("https://kb.test/mcp", {
-          method: "POST",
-          headers: {
-            ...raw.headers,
-            "content-type": "application/json",
-            accept: "application/json, text/event-stream",
-          },
-          body: raw.body,
-        }),
-      );
-      const text = await response.text();
+      const { text } = await serveRpc(prepared.server, "tools/call", { name: "whoami", arguments: {} });
       expect(text).toMatch(/"isError":true|"error"/);
       expect(text).not.toContain("alice");
     });
