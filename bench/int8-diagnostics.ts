@@ -3,12 +3,16 @@
  * Uses the index's own quantization (`quantize`) and SIMD kernel (src/kb/simd/int8-dot.wasm) in a private
  * instance, over the same float32 vectors as the exact baseline. For each query it reports
  *   - int8-only recall@10: the int8 top 10 against the exact top 10 (what the index would return without re-rank);
- *   - coverage@m: the share of the exact top 10 inside the int8 top m (m = 20, 40). With re-rank, the index's
- *     recall@10 is coverage@(4k) = coverage@40 for k = 10 (RERANK_FACTOR = 4), so coverage@20 tells whether a
- *     factor of 2 (half the SQLite rows read per query) would keep recall.
+ *   - coverage@m: the share of the exact top 10 inside the int8 top m (m = 20, 30, 40). The index re-ranks the
+ *     int8 top 3k = 30 (RERANK_FACTOR = 3; it re-ranked the top 4k = 40 before the 7-bit pre-scan), so coverage@30
+ *     is its recall if the pre-scan keeps the int8 top 30;
+ *   - sameAsFullInt8Scan: the share of queries for which the index returned exactly (same ids, same scores, same
+ *     order) what the index before the pre-scan returned: a full int8 scan, its top 40 re-ranked with the exact
+ *     float32 dot product (the same arithmetic as src/kb/vector-tables.ts).
  */
 import { quantize } from "../src/kb/int8-scoring";
 import int8DotModule from "../src/kb/simd/int8-dot.wasm";
+import type { VectorMatch } from "../src/kb/vector-store";
 import { type ExactTop, mean, round } from "./measure";
 
 interface Kernels {
@@ -19,7 +23,9 @@ interface Kernels {
 export interface Int8Diagnostics {
   readonly int8OnlyRecallAt10: number;
   readonly coverageAt20: number;
+  readonly coverageAt30: number;
   readonly coverageAt40: number;
+  readonly sameAsFullInt8Scan: number;
   readonly queries: number;
 }
 
@@ -29,6 +35,8 @@ export function int8Diagnostics(
   dims: number,
   queries: readonly Float32Array[],
   exact: readonly ExactTop[],
+  found: readonly (readonly VectorMatch[])[],
+  ids: readonly string[],
 ): Int8Diagnostics {
   const kernels = new WebAssembly.Instance(int8DotModule, {}).exports as unknown as Kernels;
   const queryAt = Math.ceil((n * dims) / 16) * 16;
@@ -45,7 +53,9 @@ export function int8Diagnostics(
   }
   const only: number[] = [];
   const at20: number[] = [];
+  const at30: number[] = [];
   const at40: number[] = [];
+  let same = 0;
   const scores = new Float64Array(n);
   for (let i = 0; i < queries.length; i++) {
     const query = queries[i] as Float32Array;
@@ -58,12 +68,25 @@ export function int8Diagnostics(
     const share = (m: number) => top.slice(0, m).filter((row) => truth.has(row)).length / truth.size;
     only.push(share(10));
     at20.push(share(20));
+    at30.push(share(30));
     at40.push(share(40));
+    const k = (found[i] as readonly VectorMatch[]).length;
+    const reference = top
+      .map((row) => {
+        let dot = 0;
+        for (let d = 0; d < dims; d++) dot += (data[row * dims + d] as number) * (query[d] as number);
+        return { id: ids[row] as string, score: dot };
+      })
+      .sort((a, b) => b.score - a.score || (a.id < b.id ? -1 : 1))
+      .slice(0, k);
+    if (JSON.stringify(reference) === JSON.stringify(found[i])) same++;
   }
   return {
     int8OnlyRecallAt10: round(mean(only)),
     coverageAt20: round(mean(at20)),
+    coverageAt30: round(mean(at30)),
     coverageAt40: round(mean(at40)),
+    sameAsFullInt8Scan: round(same / queries.length),
     queries: queries.length,
   };
 }

@@ -189,7 +189,7 @@ describe("local vector index benchmark", () => {
           const hits = searchRun.results[i] ?? [];
           if (hits.map((h) => h.id).join() === found.join()) searchAgrees++;
         }
-        // Not timed: whether larger top_k values work (the re-rank shortlist is 4 * top_k ids in one statement).
+        // Not timed: whether larger top_k values work (the re-rank shortlist is 2 * top_k ids in one statement).
         const topKProbe: Record<string, string> = {};
         for (const topK of [24, 25, LIMITS.topKMax]) {
           try {
@@ -215,7 +215,7 @@ describe("local vector index benchmark", () => {
             perturbedAtomQueries: recallSummary(byKind.perturbed ?? []),
             freshTextQueries: recallSummary(byKind.fresh ?? []),
             knowledgeBaseSearchSameIdsShare: round(searchAgrees / vectors.length),
-            int8Shortlist: int8Diagnostics(data, n, DIMS, vectors, exactRun.results),
+            int8Shortlist: int8Diagnostics(data, n, DIMS, vectors, exactRun.results, indexRun.results, ids),
           },
           memory: {
             indexMemoryBytes: index.memoryBytes,
@@ -338,7 +338,7 @@ describe("local vector index benchmark", () => {
             queries: vectors.length,
             strict: recallSummary(strict),
             tiesCounted: recallSummary(ties),
-            int8Shortlist: int8Diagnostics(data, n, DIMS, vectors, exacts),
+            int8Shortlist: int8Diagnostics(data, n, DIMS, vectors, exacts, indexRun.results, ids),
           },
           indexMemoryBytes: index.memoryBytes,
         };

@@ -989,7 +989,8 @@ function shortlist(d) {
   if (!d) return "n/a";
   return (
     `int8 ranking alone (no re-rank) recall@10 ${d.int8OnlyRecallAt10}; exact top 10 inside the int8 top 20: ` +
-    `${d.coverageAt20}, top 40: ${d.coverageAt40}`
+    `${d.coverageAt20}, top 30: ${d.coverageAt30 ?? "n/a"}, top 40: ${d.coverageAt40}; results identical to the full int8 scan re-ranking its top 40: ` +
+    `${d.sameAsFullInt8Scan ?? "not measured"}`
   );
 }
 

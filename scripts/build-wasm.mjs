@@ -18,7 +18,7 @@ const walk = (dir) => {
 walk("src");
 let stale = 0;
 for (const source of sources) {
-  const module = wabt.parseWat(source, readFileSync(source, "utf8"), { simd: true });
+  const module = wabt.parseWat(source, readFileSync(source, "utf8"), { simd: true, relaxed_simd: true });
   module.validate();
   const { buffer } = module.toBinary({ log: false });
   const target = source.replace(/\.wat$/, ".wasm");

@@ -21,10 +21,12 @@ export type AddResult = {
 };
 
 /**
- * Atoms embedded (local, synchronous embedder) or sealed between two yields to the event loop: one slice is a few
- * milliseconds of CPU, so a 100-atom batch never holds the thread for long (other tenants' objects may share it).
+ * Characters of atom text embedded (local, synchronous embedder) or sealed between two yields to the event loop:
+ * one slice is a few milliseconds of CPU (about 20 µs per 400-character atom to embed, the same to seal), so a
+ * batch of large atoms never holds the thread for long (other tenants' objects may share it). A yield costs about
+ * a millisecond of wall time in workerd, so slices are sized by work, not by a small atom count.
  */
-const CPU_SLICE = 10;
+const SLICE_CHARS = 64 * 1024;
 
 export interface KnowledgeBaseDeps {
   readonly sql: SqlStorage;
@@ -203,9 +205,8 @@ export class KnowledgeBase {
     const records: VectorRecord[] = atoms.map((atom, i) => ({ id: atom.id, vector: vectors[i] as Float32Array }));
     const version = await this.#d.cipher.currentVersion();
     const sealed: SealedAtom[] = [];
-    for (let i = 0; i < atoms.length; i += CPU_SLICE) {
+    for (const [i, slice] of slices(atoms, (atom) => atom.text.length).entries()) {
       if (i > 0) await yieldToEventLoop(); // safe: #serial keeps other writes out until this one commits
-      const slice = atoms.slice(i, i + CPU_SLICE);
       sealed.push(...(await Promise.all(slice.map((atom) => this.#rows.seal(atom.id, version, atom)))));
     }
     const result: AddResult = {
@@ -236,9 +237,9 @@ export class KnowledgeBase {
     if (this.#d.embedder.cacheable) return this.#d.cache.embed(this.#d.embedder, texts);
     const vectors: Float32Array[] = [];
     const misses: PendingCacheRow[] = [];
-    for (let i = 0; i < texts.length; i += CPU_SLICE) {
+    for (const [i, slice] of slices(texts, (text) => text.length).entries()) {
       if (i > 0) await yieldToEventLoop();
-      const part = await this.#d.cache.embed(this.#d.embedder, texts.slice(i, i + CPU_SLICE));
+      const part = await this.#d.cache.embed(this.#d.embedder, slice);
       vectors.push(...part.vectors);
       misses.push(...part.misses);
     }
@@ -259,4 +260,23 @@ export class KnowledgeBase {
     });
     this.#d.store.afterCommitDelete(ids);
   }
+}
+
+/** Consecutive slices of `items` of at most SLICE_CHARS characters each (an item larger than that alone). */
+function slices<T>(items: readonly T[], chars: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let current: T[] = [];
+  let size = 0;
+  for (const item of items) {
+    const weight = chars(item);
+    if (current.length > 0 && size + weight > SLICE_CHARS) {
+      out.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(item);
+    size += weight;
+  }
+  if (current.length > 0) out.push(current);
+  return out;
 }

@@ -2,7 +2,7 @@ import { KbError } from "../errors";
 import { type IndexOp, simulate } from "./index-overlay";
 import { quantize } from "./int8-scoring";
 import { LiveRows } from "./live-rows";
-import { packPage, type VectorSealer } from "./vector-pages";
+import { PAGE_ROWS, packPage, type VectorSealer } from "./vector-pages";
 import type { VectorMatch, VectorRecord, VectorStore, VectorStoreStats } from "./vector-store";
 import { type PageWrite, VectorTables } from "./vector-tables";
 
@@ -224,7 +224,8 @@ export class LocalVectorIndex implements VectorStore {
   }
 
   async #load(): Promise<LiveRows> {
-    const live = new LiveRows(await this.#tables.openPages(), this.dimensions);
+    const live = new LiveRows(this.dimensions, this.#tables.pageCount() * PAGE_ROWS);
+    await this.#tables.openPages((page) => live.appendPage(page));
     this.#live = live;
     this.#generation++;
     return live;

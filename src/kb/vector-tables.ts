@@ -31,6 +31,9 @@ export interface ResealedRow {
   readonly sealed: Uint8Array;
 }
 
+/** Pages read and opened together by a load. */
+const OPEN_BATCH = 16;
+
 type SealedRow = { atom_id: string; key_version: number; sealed: ArrayBuffer };
 
 /** One tenant's vector tables (see the header). */
@@ -47,29 +50,50 @@ export class VectorTables {
     this.#sealer = sealer;
   }
 
-  /** Every page, opened, in order (converting a legacy clear table first). */
-  async openPages(): Promise<PageRows[]> {
+  /** How many pages the tenant has (a load sizes its memory from it). */
+  pageCount(): number {
+    return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM vector_pages WHERE tenant = ?`, this.#tenant).one()
+      .n;
+  }
+
+  /**
+   * Opens every page, in order, handing each to `visit` (converting a legacy clear table first); returns the
+   * number of rows. Reads OPEN_BATCH pages at a time, so the sealed and opened copies of only one batch are alive
+   * at once. Refuses pages that are not 0..P-1, all full but the last (ERR_DECRYPT); the caller discards what it
+   * was given when this throws.
+   */
+  async openPages(visit: (page: PageRows) => void): Promise<number> {
     await convertLegacyVectors(this.#sql, this.#tenant, this.#dims, this.#sealer);
-    const stored = this.#sql
-      .exec<{ page: number; key_version: number; sealed: ArrayBuffer }>(
-        `SELECT page, key_version, sealed FROM vector_pages WHERE tenant = ? ORDER BY page`,
-        this.#tenant,
-      )
-      .toArray();
-    const pages = await Promise.all(
-      stored.map(async (row) =>
-        unpackPage(await this.#sealer.openPage(row.page, row.key_version, new Uint8Array(row.sealed)), this.#dims),
-      ),
-    );
-    pages.forEach((page, i) => {
-      const full = i === pages.length - 1 || page.ids.length === PAGE_ROWS;
-      if ((stored[i] as { page: number }).page !== i || !full) {
-        throw new KbError("ERR_DECRYPT", "vector pages are not contiguous");
-      }
-    });
-    const total = pages.reduce((sum, page) => sum + page.ids.length, 0);
-    if (pagesFor(total) !== pages.length) throw new KbError("ERR_DECRYPT", "vector pages are not contiguous");
-    return pages;
+    const notContiguous = () => new KbError("ERR_DECRYPT", "vector pages are not contiguous");
+    let next = 0;
+    let total = 0;
+    let lastCount = PAGE_ROWS;
+    for (;;) {
+      const stored = this.#sql
+        .exec<{ page: number; key_version: number; sealed: ArrayBuffer }>(
+          `SELECT page, key_version, sealed FROM vector_pages WHERE tenant = ? AND page >= ? ORDER BY page LIMIT ?`,
+          this.#tenant,
+          next,
+          OPEN_BATCH,
+        )
+        .toArray();
+      if (stored.length === 0) break;
+      const pages = await Promise.all(
+        stored.map(async (row) =>
+          unpackPage(await this.#sealer.openPage(row.page, row.key_version, new Uint8Array(row.sealed)), this.#dims),
+        ),
+      );
+      pages.forEach((page, i) => {
+        // Only the last page may be partly full, and no page may be missing.
+        if ((stored[i] as { page: number }).page !== next || lastCount !== PAGE_ROWS) throw notContiguous();
+        visit(page);
+        lastCount = page.ids.length;
+        total += lastCount;
+        next++;
+      });
+    }
+    if (pagesFor(total) !== next) throw notContiguous();
+    return total;
   }
 
   /** Inside the caller's transaction. */
