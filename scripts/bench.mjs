@@ -396,35 +396,50 @@ function verdict(entries) {
   const big = entries.find((e) => e.result.n === 100_000);
   if (!big) return ["No result for N = 100,000 yet: run `npm run bench` (all sizes)."];
   const r = big.result;
-  const limit = 128 * 2 ** 20;
+  const grown = r.gaussian.grown;
+  const grownWorst = grown ? Math.max(grown.memoryBytesAfterInserts, grown.memoryBytesAfterLoad) : null;
+  // The isolate's own heap before any index (11-12 MiB, measured by the faults suite; BENCHMARKS.md).
+  const isolateBaseline = 12 * 2 ** 20;
+  const sameShare = (d) => d?.sameAsFullInt8Scan;
+  // Sub-millisecond goals are judged on the repeated-timing p50; single shots tick in whole milliseconds locally.
   const rows = [
     ["Goal (N = 100,000)", "Measured", "Met?"],
-    ["p50 LocalVectorIndex.query (top 10) ≤ 10 ms", latencyCell(r.latency.index), yes(worstP50(r.latency.index) <= 10)],
     [
-      "p50 full KnowledgeBase.search (embed + index + rows) ≤ 10 ms",
+      "first query after eviction ≤ 100 ms (moonshot 50 ms)",
+      `${ms(r.cold.firstQueryMs)} (key unwrap, reading and opening every sealed page, wasm instance, the query)`,
+      yes(r.cold.firstQueryMs <= 100) + (r.cold.firstQueryMs <= 50 ? " (moonshot too)" : ""),
+    ],
+    ["warm LocalVectorIndex.query (top 10) p50 ≤ 3 ms", latencyCell(r.latency.index), yes(r.latency.index.p50Ms <= 3)],
+    [
+      "warm KnowledgeBase.search (embed + index + rows) p50 ≤ 3.5 ms",
       latencyCell(r.latency.knowledgeBaseSearch),
-      yes(worstP50(r.latency.knowledgeBaseSearch) <= 10),
+      yes(r.latency.knowledgeBaseSearch.p50Ms <= 3.5),
     ],
     [
-      "recall@10 ≥ 0.95 (hash-embedder data, mean over queries)",
-      `${r.recall.strict.mean} (min ${r.recall.strict.min})`,
-      yes(r.recall.strict.mean >= 0.95),
+      "recall@10 ≥ 0.99 (hash-embedder data, mean over queries)",
+      `${r.recall.strict.mean} (min ${r.recall.strict.min}); Gaussian worst case ${r.gaussian.recall.strict.mean}`,
+      yes(r.recall.strict.mean >= 0.99),
     ],
     [
-      "recall@10 ≥ 0.95 on random unit Gaussian vectors (worst case, not the goal's data)",
-      `${r.gaussian.recall.strict.mean} (min ${r.gaussian.recall.strict.min})`,
-      yes(r.gaussian.recall.strict.mean >= 0.95),
+      "results identical to the index before the pre-scan (full int8 scan, top 40 re-ranked): same ids and scores",
+      `share of identical queries: ${sameShare(r.recall.int8Shortlist) ?? "n/a"} (hash-embedder data), ` +
+        `${sameShare(r.gaussian.recall.int8Shortlist) ?? "n/a"} (Gaussian)`,
+      yes(sameShare(r.recall.int8Shortlist) === 1 && sameShare(r.gaussian.recall.int8Shortlist) === 1),
     ],
     [
-      "index memory within the 128 MiB object limit",
-      `${mib(r.memory.indexMemoryBytes)} after ingest, ${mib(r.cold.memoryBytesAfterColdLoad)} after cold load ` +
-        `(float32 would be ${mib(r.memory.float32EquivalentBytes)})`,
-      yes(Math.max(r.memory.indexMemoryBytes, r.cold.memoryBytesAfterColdLoad) < limit),
+      "ingest ≥ 5,000 atoms/s (KnowledgeBase.add, batches of 100)",
+      `${r.ingest.atomsPerSecond.toLocaleString("en-US")} atoms/s`,
+      yes(r.ingest.atomsPerSecond >= 5000),
     ],
     [
-      "(not a stated goal) first query after the object is evicted",
-      `${ms(r.cold.firstQueryMs)} (it loads all int8 copies from SQLite); later queries as above`,
-      "—",
+      "index memory at 120k ≤ 64 MiB",
+      grown
+        ? `${mib(grown.memoryBytesAfterInserts)} after growing to ${grown.rows.toLocaleString("en-US")} rows, ` +
+          `${mib(grown.memoryBytesAfterLoad)} after a cold load of them; ` +
+          `${Math.floor((128 * 2 ** 20 - isolateBaseline) / grownWorst)} such objects fit one 128 MiB isolate ` +
+          "(after its ~12 MiB baseline)"
+        : "not measured",
+      grown ? yes(grownWorst <= 64 * 2 ** 20) : "—",
     ],
   ];
   return [
@@ -973,10 +988,6 @@ function table(rows) {
 }
 
 /** The verdict uses the worse of the repeated and the single-shot p50. */
-function worstP50(s) {
-  return Math.max(s.p50Ms, s.singleShotP50Ms ?? s.p50Ms);
-}
-
 function latencyCell(s) {
   const single =
     s.singleShotP50Ms === undefined

@@ -9,8 +9,8 @@ import { hex } from "../util/bytes";
  *
  * Filterable values (tags, source) and the content hash are stored as blind tokens: HMAC-SHA-256 under the
  * tenant's "blind-index" subkey of the same version. Equal values give equal tokens inside one tenant and key
- * version, which is what filtering needs; nothing readable is stored. Vectors stay in the clear so they can be
- * searched (docs/crypto.md).
+ * version, which is what filtering needs; nothing readable is stored. Vectors are sealed on their own
+ * (src/kb/vector-pages.ts, docs/crypto.md).
  */
 export interface AtomFields {
   readonly title: string | null;
@@ -34,6 +34,10 @@ export interface Provenance {
 export type TokenKind = "tag" | "source" | "content";
 
 const IV_BYTES = 12;
+/** Tag and source tokens kept per key version (values repeat across atoms; content tokens do not, and are not kept). */
+const TOKEN_CACHE_ENTRIES = 4_096;
+/** Stateless; shared (tenant-neutral). */
+const UTF8 = new TextEncoder();
 
 export class AtomCipher {
   readonly #keyring: TenantKeyring;
@@ -42,6 +46,8 @@ export class AtomCipher {
   // (and drops its subkeys), nothing cached here can still open or tokenise data under that version.
   #aead = new WeakMap<Uint8Array, CryptoKey>();
   #mac = new WeakMap<Uint8Array, CryptoKey>();
+  /** Same keying as #mac: a destroyed version's subkey leaves, and its tokens with it. */
+  #tokens = new WeakMap<Uint8Array, Map<string, string>>();
 
   constructor(keyring: TenantKeyring, tenant: string) {
     this.#keyring = keyring;
@@ -54,7 +60,7 @@ export class AtomCipher {
 
   async seal(atomId: string, version: number, fields: AtomFields): Promise<Uint8Array> {
     const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
-    const plaintext = new TextEncoder().encode(JSON.stringify(fields));
+    const plaintext = UTF8.encode(JSON.stringify(fields));
     const sealed = new Uint8Array(
       await crypto.subtle.encrypt(
         { name: "AES-GCM", iv, additionalData: this.#aad(atomId, version) },
@@ -83,16 +89,22 @@ export class AtomCipher {
   }
 
   async token(version: number, kind: TokenKind, value: string): Promise<string> {
-    const mac = await crypto.subtle.sign(
-      "HMAC",
-      await this.#macKey(version),
-      new TextEncoder().encode(`${kind}\0${value}`),
-    );
-    return hex(new Uint8Array(mac)).slice(0, 48);
+    const raw = await this.#keyring.subkey(version, "blind-index"); // ERR_KEY_UNAVAILABLE once destroyed
+    const input = `${kind}\0${value}`;
+    const cache = kind === "content" ? null : this.#tokenCache(raw);
+    const cached = cache?.get(input);
+    if (cached !== undefined) return cached;
+    const mac = await crypto.subtle.sign("HMAC", await this.#macKey(raw), UTF8.encode(input));
+    const token = hex(new Uint8Array(mac, 0, 24));
+    if (cache) {
+      if (cache.size >= TOKEN_CACHE_ENTRIES) cache.clear();
+      cache.set(input, token);
+    }
+    return token;
   }
 
   #aad(atomId: string, version: number): Uint8Array {
-    return new TextEncoder().encode(`tenant-mcp-kb/atom/v1\0${this.#tenant}\0${atomId}\0${version}`);
+    return UTF8.encode(`tenant-mcp-kb/atom/v1\0${this.#tenant}\0${atomId}\0${version}`);
   }
 
   async #aeadKey(version: number): Promise<CryptoKey> {
@@ -105,8 +117,16 @@ export class AtomCipher {
     return key;
   }
 
-  async #macKey(version: number): Promise<CryptoKey> {
-    const raw = await this.#keyring.subkey(version, "blind-index");
+  #tokenCache(raw: Uint8Array): Map<string, string> {
+    let cache = this.#tokens.get(raw);
+    if (!cache) {
+      cache = new Map();
+      this.#tokens.set(raw, cache);
+    }
+    return cache;
+  }
+
+  async #macKey(raw: Uint8Array): Promise<CryptoKey> {
     let key = this.#mac.get(raw);
     if (!key) {
       key = await crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
@@ -119,5 +139,6 @@ export class AtomCipher {
   forget(_version?: number): void {
     this.#aead = new WeakMap();
     this.#mac = new WeakMap();
+    this.#tokens = new WeakMap();
   }
 }

@@ -16,8 +16,13 @@ export function fromBase64url(text: string): Uint8Array | null {
   }
 }
 
+/** "00".."ff" (a constant table, tenant-neutral). */
+const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
+
 export function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+  let out = "";
+  for (let i = 0; i < bytes.length; i++) out += HEX[bytes[i] as number];
+  return out;
 }
 
 export async function sha256Hex(text: string): Promise<string> {
