@@ -302,3 +302,21 @@ export async function mark(name: string, settleMs = 400): Promise<void> {
   console.log(`BENCH_MARK ${JSON.stringify({ mark: name })}`);
   await new Promise((resolve) => setTimeout(resolve, settleMs));
 }
+
+/**
+ * A readable's `inspect` hook that meters its source pieces (stage `stage`): a piece is consumed once the readable
+ * reads the next one (or the end), since it codes a piece to its end before reading on. `addsOnRead` counts the
+ * piece from the moment it is read (a readable source with a high-water mark of 0 creates its output then).
+ */
+export function meteredInspect(
+  meter: FlightMeter,
+  stage: number,
+  addsOnRead: boolean,
+): (piece: Uint8Array | null) => void {
+  let previous = 0;
+  return (piece) => {
+    meter.remove(stage, previous);
+    previous = piece?.byteLength ?? 0;
+    if (addsOnRead) meter.add(stage, previous);
+  };
+}

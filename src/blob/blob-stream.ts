@@ -1,4 +1,4 @@
-import { ciphertextLength, encryptingTransformer, pullThrough } from "../crypto/chunked-aead";
+import { ciphertextLength, encryptingReadable } from "../crypto/chunked-aead";
 import { KbError } from "../errors";
 
 /**
@@ -17,10 +17,8 @@ export async function putEncrypted(
 ): Promise<void> {
   const source = body instanceof Uint8Array ? (new Response(body).body as ReadableStream<Uint8Array>) : body;
   const fixed = new FixedLengthStream(ciphertextLength(length));
-  // One pull-based stage: the length check and the encryption run in the same pull (see pullThrough).
-  const pumped = pullThrough(source, exactLength(encryptingTransformer(dataKey, context), length)).pipeTo(
-    fixed.writable,
-  );
+  // One pull-based stage: the length check runs on each piece as the encrypting stream reads it.
+  const pumped = encryptingReadable(source, dataKey, context, { inspect: exactLength(length) }).pipeTo(fixed.writable);
   const stored = bucket.put(key, fixed.readable, {
     httpMetadata: { contentType: "application/octet-stream" },
     customMetadata: {
@@ -38,19 +36,15 @@ export async function putEncrypted(
   if (put.status === "rejected") throw new KbError("ERR_INTERNAL", "document could not be stored");
 }
 
-/** Wraps a transformer: its input fails if it is longer or shorter than declared (checked before `inner` sees it). */
-function exactLength(inner: Transformer<Uint8Array, Uint8Array>, length: number): Transformer<Uint8Array, Uint8Array> {
+/** A piece inspector that fails a body longer or shorter than declared (checked before the piece is encrypted). */
+function exactLength(length: number): (piece: Uint8Array | null) => void {
   let seen = 0;
-  return {
-    start: (controller) => inner.start?.(controller),
-    transform(chunk, controller) {
-      seen += chunk.byteLength;
-      if (seen > length) throw new KbError("ERR_BAD_REQUEST", "document body is longer than its declared length");
-      return inner.transform?.(chunk, controller);
-    },
-    flush(controller) {
+  return (piece) => {
+    if (piece === null) {
       if (seen !== length) throw new KbError("ERR_BAD_REQUEST", "document body is shorter than its declared length");
-      return inner.flush?.(controller);
-    },
+      return;
+    }
+    seen += piece.byteLength;
+    if (seen > length) throw new KbError("ERR_BAD_REQUEST", "document body is longer than its declared length");
   };
 }

@@ -14,8 +14,9 @@ import { beginEncryption, openHeader } from "./chunked-keys";
  *
  * - chunked-format.ts         sizes and offsets (CHUNK_SIZE, TAG_SIZE, HEADER_SIZE, ciphertextLength, ...)
  * - chunked-keys.ts           key schedule, commitment check, per-chunk seal/open
- * - chunked-stream.ts         encryptingStream / decryptingStream (bounded memory), and their pull-based
- *                             equivalents encryptingReadable / decryptingReadable / pullThrough (faster)
+ * - chunked-stream.ts         encryptingReadable / decryptingReadable (pull-based, the fast paths) and
+ *                             encryptingStream / decryptingStream (TransformStreams), bounded memory
+ * - chunked-coders.ts         the chunk state machines both stream shapes drive
  * - chunked-random-access.ts  openRandomAccess (ranged reads, HTTP Range recipe)
  * - chunked-gcm.ts, hkdf.ts   the AES-256-GCM and HKDF-Expand-SHA-512 primitives over WebCrypto
  *
@@ -42,8 +43,7 @@ export {
   decryptingStream,
   encryptingReadable,
   encryptingStream,
-  encryptingTransformer,
-  pullThrough,
+  type ReadableOptions,
 } from "./chunked-stream";
 
 /** Encrypts a whole message. RangeError for a key that is not 32 bytes, a salt that is not 24, or > 4 PiB. */

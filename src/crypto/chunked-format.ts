@@ -62,15 +62,22 @@ export function chunkOffset(index: number): number {
  * decryption side check first and fail with ERR_DECRYPT).
  */
 export function chunkNonce(baseNonce: Uint8Array, index: number): Uint8Array {
-  if (baseNonce.byteLength !== GCM_NONCE_SIZE) throw new RangeError("base nonce must be 12 bytes");
+  return writeChunkNonce(new Uint8Array(GCM_NONCE_SIZE), baseNonce, index);
+}
+
+/** chunkNonce written into `out` (12 bytes, reused by a caller that seals or opens one chunk at a time); returns it. */
+export function writeChunkNonce(out: Uint8Array, baseNonce: Uint8Array, index: number): Uint8Array {
+  if (baseNonce.byteLength !== GCM_NONCE_SIZE || out.byteLength !== GCM_NONCE_SIZE) {
+    throw new RangeError("base nonce must be 12 bytes");
+  }
   if (!Number.isSafeInteger(index) || index < 0 || index >= MAX_CHUNKS) {
     throw new RangeError("chunk index out of range");
   }
-  const nonce = Uint8Array.from(baseNonce);
+  out.set(baseNonce);
   let counter = index;
   for (let i = GCM_NONCE_SIZE - 1; counter > 0; i--) {
-    nonce[i] = (nonce[i] ?? 0) ^ (counter % 256);
+    out[i] = (out[i] ?? 0) ^ (counter % 256);
     counter = Math.floor(counter / 256);
   }
-  return nonce;
+  return out;
 }

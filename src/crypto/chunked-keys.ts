@@ -2,12 +2,12 @@ import { timingSafeEqual } from "../util/bytes";
 import {
   CHUNK_SIZE,
   COMMITMENT_SIZE,
-  chunkNonce,
   ENCRYPTED_CHUNK_SIZE,
   HEADER_SIZE,
   MAX_CHUNKS,
   SALT_SIZE,
   TAG_SIZE,
+  writeChunkNonce,
 } from "./chunked-format";
 import {
   AES_256_KEY_SIZE,
@@ -65,10 +65,15 @@ export async function deriveKeyMaterial(
  * Seals and opens the chunks of one message. `isFinal` is decided by the caller from the layout (the stream end,
  * or the total length) and is checked against the chunk's size: a non-final chunk is exactly 16 KiB of plaintext
  * (ENCRYPTED_CHUNK_SIZE sealed), the final one strictly less. Chunk indices must stay below 2^38.
+ *
+ * One nonce buffer serves every call: the nonce is written and the WebCrypto call made in the same synchronous step,
+ * and WebCrypto copies the IV and the input when called (normalizing the algorithm copies the IV), so calls in
+ * flight at once never see each other's nonce.
  */
 export class MessageCipher {
   readonly #key: CryptoKey;
   readonly #baseNonce: Uint8Array;
+  readonly #nonce = new Uint8Array(GCM_NONCE_SIZE);
 
   constructor(key: CryptoKey, baseNonce: Uint8Array) {
     this.#key = key;
@@ -79,7 +84,7 @@ export class MessageCipher {
   async seal(index: number, plaintext: Uint8Array, isFinal: boolean): Promise<Uint8Array> {
     const sizeOk = isFinal ? plaintext.byteLength < CHUNK_SIZE : plaintext.byteLength === CHUNK_SIZE;
     if (!sizeOk) throw new RangeError("chunk size does not match its position");
-    return aesGcmSeal(this.#key, chunkNonce(this.#baseNonce, index), plaintext);
+    return aesGcmSeal(this.#key, writeChunkNonce(this.#nonce, this.#baseNonce, index), plaintext);
   }
 
   /** ERR_DECRYPT for a wrong size for the position, a counter at or past 2^38, or a failed tag. */
@@ -88,7 +93,7 @@ export class MessageCipher {
       ? sealed.byteLength >= TAG_SIZE && sealed.byteLength < ENCRYPTED_CHUNK_SIZE
       : sealed.byteLength === ENCRYPTED_CHUNK_SIZE;
     if (!sizeOk || !Number.isSafeInteger(index) || index < 0 || index >= MAX_CHUNKS) throw decryptError();
-    return aesGcmOpen(this.#key, chunkNonce(this.#baseNonce, index), sealed);
+    return aesGcmOpen(this.#key, writeChunkNonce(this.#nonce, this.#baseNonce, index), sealed);
   }
 }
 
