@@ -62,7 +62,13 @@ const corpus = new Corpus();
  * Gaussian rows past N (the growth steps of a long ingest) and after a fresh instance loads the same pages (a
  * cold load, sized to the rows).
  */
-async function growTo(state: DurableObjectState, tenant: string, index: LocalVectorIndex, from: number, target: number) {
+async function growTo(
+  state: DurableObjectState,
+  tenant: string,
+  index: LocalVectorIndex,
+  from: number,
+  target: number,
+) {
   const data = gaussianUnitVectors(target - from, DIMS, GAUSS_SEED + target);
   for (let first = 0; first < target - from; first += BATCH) {
     const records: VectorRecord[] = [];

@@ -10,6 +10,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
+import { SEARCH_ATOMS, SEARCH_QUERY, searchAtom } from "../bench/edge/atoms.mjs";
 import { ensureDevKeys } from "./dev-keys.mjs";
 import { freePort } from "./e2e/ports.mjs";
 import { stopAll } from "./e2e/processes.mjs";
@@ -19,6 +20,12 @@ import { mintDevToken } from "./token.mjs";
 const MODERN = "2026-07-28";
 const LEGACY = "2025-11-25";
 const IN_FLIGHT = 16;
+/** What a 2026-07-28 client sends with every request instead of an initialize handshake. */
+const MODERN_META = {
+  "io.modelcontextprotocol/protocolVersion": MODERN,
+  "io.modelcontextprotocol/clientInfo": { name: "bench-edge", version: "0" },
+  "io.modelcontextprotocol/clientCapabilities": {},
+};
 const HEALTHY_TIMEOUT_MS = 180_000;
 
 export async function runEdgeBench({ root, options }) {
@@ -180,18 +187,15 @@ export async function prepareOps(target, headers, { check = true } = {}) {
   const modern = (method, params) => {
     const h = { ...base, "mcp-method": method, "mcp-protocol-version": MODERN };
     if (typeof params.name === "string") h["mcp-name"] = params.name;
-    const _meta = {
-      "io.modelcontextprotocol/protocolVersion": MODERN,
-      "io.modelcontextprotocol/clientInfo": { name: "bench-edge", version: "0" },
-      "io.modelcontextprotocol/clientCapabilities": {},
-    };
-    const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method, params: { ...params, _meta } });
+    const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method, params: { ...params, _meta: MODERN_META } });
     return () => post(url, h, body);
   };
   const ops = {
     "tools/call whoami": modern("tools/call", { name: "whoami", arguments: {} }),
+    "tools/call search": modern("tools/call", { name: "search", arguments: { query: SEARCH_QUERY, top_k: 10 } }),
     "tools/list": modern("tools/list", {}),
   };
+  if (target.mode === "server" && check) await seedSearchAtoms(url, base);
   // 2025-11-25: this server keeps a session (initialize first); the template serves the era statelessly.
   const legacyHeaders = { ...base, "mcp-protocol-version": LEGACY };
   if (target.mode === "server") {
@@ -218,6 +222,13 @@ export async function prepareOps(target, headers, { check = true } = {}) {
     params: { name: "whoami", arguments: {} },
   });
   ops["tools/call whoami (2025-11-25)"] = () => post(url, legacyHeaders, legacyBody);
+  const legacySearch = JSON.stringify({
+    jsonrpc: "2.0",
+    id: 2,
+    method: "tools/call",
+    params: { name: "search", arguments: { query: SEARCH_QUERY, top_k: 10 } },
+  });
+  ops["tools/call search (2025-11-25)"] = () => post(url, legacyHeaders, legacySearch);
   if (check) {
     for (const [name, send] of Object.entries(ops)) {
       const text = await send();
@@ -225,6 +236,27 @@ export async function prepareOps(target, headers, { check = true } = {}) {
     }
   }
   return ops;
+}
+
+/** Stores the bench's 1,000 atoms in this server's tenant (add_atoms replaces by id, so a re-run stores the same). */
+async function seedSearchAtoms(url, base) {
+  const headers = { ...base, "mcp-method": "tools/call", "mcp-name": "add_atoms", "mcp-protocol-version": MODERN };
+  for (let first = 0; first < SEARCH_ATOMS; first += 100) {
+    const atoms = Array.from({ length: 100 }, (_, i) => searchAtom(first + i));
+    const text = await post(
+      url,
+      headers,
+      JSON.stringify({
+        jsonrpc: "2.0",
+        id: 1,
+        method: "tools/call",
+        params: { name: "add_atoms", arguments: { atoms }, _meta: MODERN_META },
+      }),
+    );
+    if (!text.includes('"added"') || text.includes('"isError":true')) {
+      throw new Error(`server add_atoms: ${text.slice(0, 300)}`);
+    }
+  }
 }
 
 async function post(url, headers, body, expectOk = true) {
