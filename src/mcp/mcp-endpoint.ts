@@ -52,7 +52,9 @@ export async function serveMcpRequest(request: Request, deps: McpEndpointDeps): 
     body: request.method === "POST" ? body : null,
   });
   const maxRequestBodySize = deps.config.maxBodyBytes;
-  if (!(await isLegacyRequest(forward.clone(), parsedBody, { maxRequestBodySize }))) {
+  // With the parsed body the SDK classifies without reading the request (without it, it reads a clone itself), and
+  // the handler below takes the same parsed body: the body is decoded and parsed once, here.
+  if (!(await isLegacyRequest(forward, parsedBody, { maxRequestBodySize }))) {
     const server = await deps.serverFor("modern", MODERN_PROTOCOL_VERSION, false);
     const handler = createMcpHandler(() => server, { legacy: "reject", maxRequestBodySize });
     return handler.fetch(forward, parsedBody === undefined ? undefined : { parsedBody });
