@@ -37,6 +37,8 @@ const BATCH = 100;
 /** Atoms per runInDurableObject call while ingesting (keeps each call, and each output-gate flush, bounded). */
 const INGEST_CHUNK = 10_000;
 const QUERY_SEED = 777;
+/** Evictions per size, each followed by a timed first query (a single cold start on this VM varies 1.5-2x). */
+const COLD_RUNS = 3;
 const GAUSS_SEED = 4242;
 
 function sizes(): number[] {
@@ -258,54 +260,70 @@ describe("local vector index benchmark", () => {
       });
       phases.warmMeasureWallMs = now() - phaseStart;
 
-      // 3. Cold load: evict the object, then time the first query of a fresh index (it loads the int8 copies from
-      //    SQLite and instantiates the wasm kernel). Then a second fresh instance in the now-running object, with
-      //    the load timed on its own.
+      // 3. Cold load, COLD_RUNS times: evict the object, then time the first query of a fresh index (it reads and
+      //    opens every sealed page and instantiates the wasm kernel). Then a second fresh instance in the now-running
+      //    object, with the load timed on its own.
       phaseStart = now();
       live = null;
-      await evictDurableObject(stub);
-      const restartStart = now();
-      const cold = await runInDurableObject(stub, async (_instance, state) => {
-        const restartMs = now() - restartStart;
-        const [q] = (await benchEmbedderFor(state.storage.sql, tenant, env).embed([
-          corpus.query(1, n, QUERY_SEED + 1).text,
-        ])) as [Float32Array];
-        const index = new LocalVectorIndex(
-          state.storage.sql,
-          tenant,
-          DIMS,
-          benchSealer(state.storage.sql, tenant, env),
-        );
-        let t0 = now();
-        await index.query(q, K, null);
-        const firstQueryMs = now() - t0;
-        t0 = now();
-        await index.query(q, K, null);
-        const secondQueryMs = now() - t0;
-        const memoryBytesAfterColdLoad = index.memoryBytes;
+      const coldRuns = [];
+      for (let run = 0; run < COLD_RUNS; run++) {
+        await evictDurableObject(stub);
+        const restartStart = now();
+        coldRuns.push(
+          await runInDurableObject(stub, async (_instance, state) => {
+            const restartMs = now() - restartStart;
+            const [q] = (await benchEmbedderFor(state.storage.sql, tenant, env).embed([
+              corpus.query(1, n, QUERY_SEED + 1).text,
+            ])) as [Float32Array];
+            const index = new LocalVectorIndex(
+              state.storage.sql,
+              tenant,
+              DIMS,
+              benchSealer(state.storage.sql, tenant, env),
+            );
+            let t0 = now();
+            await index.query(q, K, null);
+            const firstQueryMs = now() - t0;
+            t0 = now();
+            await index.query(q, K, null);
+            const secondQueryMs = now() - t0;
+            const memoryBytesAfterColdLoad = index.memoryBytes;
 
-        const again = new LocalVectorIndex(
-          state.storage.sql,
-          tenant,
-          DIMS,
-          benchSealer(state.storage.sql, tenant, env),
+            const again = new LocalVectorIndex(
+              state.storage.sql,
+              tenant,
+              DIMS,
+              benchSealer(state.storage.sql, tenant, env),
+            );
+            t0 = now();
+            const size = await again.load(); // reads and opens the sealed pages
+            const loadOnlyMs = now() - t0;
+            t0 = now();
+            await again.query(q, K, null);
+            const firstQueryAfterLoadMs = now() - t0;
+            expect(size).toBe(n);
+            return {
+              objectRestartMs: restartMs,
+              firstQueryMs,
+              secondQueryMs,
+              freshInstanceLoadOnlyMs: loadOnlyMs,
+              freshInstanceFirstQueryAfterLoadMs: firstQueryAfterLoadMs,
+              memoryBytesAfterColdLoad,
+            };
+          }),
         );
-        t0 = now();
-        const size = await again.load(); // reads and opens the sealed pages
-        const loadOnlyMs = now() - t0;
-        t0 = now();
-        await again.query(q, K, null);
-        const firstQueryAfterLoadMs = now() - t0;
-        expect(size).toBe(n);
-        return {
-          objectRestartMs: restartMs,
-          firstQueryMs,
-          secondQueryMs,
-          freshInstanceLoadOnlyMs: loadOnlyMs,
-          freshInstanceFirstQueryAfterLoadMs: firstQueryAfterLoadMs,
-          memoryBytesAfterColdLoad,
-        };
-      });
+      }
+      const medianOf = (values: number[]) =>
+        percentile(
+          [...values].sort((a, b) => a - b),
+          50,
+        );
+      const cold = {
+        ...(coldRuns[coldRuns.length - 1] as (typeof coldRuns)[number]),
+        firstQueryMs: medianOf(coldRuns.map((run) => run.firstQueryMs)),
+        firstQueryRunsMs: coldRuns.map((run) => run.firstQueryMs),
+        freshInstanceLoadOnlyMs: medianOf(coldRuns.map((run) => run.freshInstanceLoadOnlyMs)),
+      };
       phases.coldWallMs = now() - phaseStart;
 
       // 4. Worst case for int8: random unit Gaussian vectors (no dominant components, so per-vector max-abs

@@ -408,7 +408,8 @@ function verdict(entries) {
     ["Goal (N = 100,000)", "Measured", "Met?"],
     [
       "first query after eviction ≤ 100 ms (moonshot 50 ms)",
-      `${ms(r.cold.firstQueryMs)} (key unwrap, reading and opening every sealed page, wasm instance, the query)`,
+      `${ms(r.cold.firstQueryMs)} (median of ${r.cold.firstQueryRunsMs?.map(ms).join(", ") ?? "one run"}: key unwrap, ` +
+        "reading and opening every sealed page, wasm instance, the query)",
       yes(r.cold.firstQueryMs <= 100) + (r.cold.firstQueryMs <= 50 ? " (moonshot too)" : ""),
     ],
     ["warm LocalVectorIndex.query (top 10) p50 ≤ 3 ms", latencyCell(r.latency.index), yes(r.latency.index.p50Ms <= 3)],

@@ -135,8 +135,11 @@ export class AtomCipher {
     return key;
   }
 
-  /** Drops every cached key (destroyed versions are already unusable: see #aeadKey). */
-  forget(_version?: number): void {
+  /**
+   * Drops every imported key and kept token (destroyed versions are already unusable: see #aeadKey); the shred
+   * and a rotation that destroyed a version call it, so no tag or source value stays in memory as a cache key.
+   */
+  forget(): void {
     this.#aead = new WeakMap();
     this.#mac = new WeakMap();
     this.#tokens = new WeakMap();

@@ -2,6 +2,7 @@ import type { RowsView } from "./index-overlay";
 import { BestRows, offsetQuery7, quantize, topRows } from "./int8-scoring";
 import int8DotModule from "./simd/int8-dot.wasm";
 import { PAGE_ROWS, type PageRows, packPage } from "./vector-pages";
+import type { PageSink } from "./vector-tables";
 
 /**
  * The live rows of one tenant's local index (src/kb/local-index.ts), in the WebAssembly linear memory of this
@@ -41,14 +42,15 @@ const PAGE = 65_536;
 const GROW_ROWS_MAX = 8_192;
 /**
  * Candidates re-ranked exactly (float32 from SQLite) per result wanted; int8 scores only shortlist. The exact top 10
- * lay inside the int8 top 20 for all but 1 in 200-400 queries of the benchmark, and inside the top 30 for every
- * one (BENCHMARKS.md); each extra candidate costs one SQLite row and one AES-GCM open per query.
+ * lay inside the int8 top 20 for all but about 1 in 200 queries of the benchmark, and inside the top 30 for every
+ * one (BENCHMARKS.md, coverage@20/@30); each candidate costs one SQLite row and one AES-GCM open per query.
  */
 const RERANK_FACTOR = 3;
 const RERANK_MIN = 30;
 /**
  * Rows the 7-bit pre-scan keeps per result wanted, for the exact int8 scores. It only has to hold the int8 top
- * RERANK_FACTOR * k: 4x that margin (the 7-bit and 8-bit rankings differ only between near-equal scores).
+ * RERANK_FACTOR * k, with a margin of 2.7x (the 7-bit and 8-bit rankings differ only between near-equal scores;
+ * the benchmark checks that the results equal those of a full int8 scan, BENCHMARKS.md).
  */
 const PRESCAN_FACTOR = 8;
 const PRESCAN_MIN = 80;
@@ -56,7 +58,7 @@ const PRESCAN_MIN = 80;
 const PRESCAN_SAMPLE = 4_096;
 
 /** One tenant's live rows (see the header); built from its opened pages by each load. */
-export class LiveRows {
+export class LiveRows implements PageSink {
   readonly #dims: number;
   readonly #kernels: Kernels;
   #ids: string[] = [];
@@ -72,6 +74,11 @@ export class LiveRows {
     this.#dims = dims;
     this.#kernels = new WebAssembly.Instance(int8DotModule, {}).exports as unknown as Kernels;
     this.#ensureCapacity(capacity);
+  }
+
+  /** Makes room for `rows` rows (a load reserves what its pages can hold, so the memory grows once). */
+  reserve(rows: number): void {
+    this.#ensureCapacity(rows);
   }
 
   /** Appends an opened page (a load appends pages 0..P-1 in order, so row r lands in page floor(r / PAGE_ROWS)). */

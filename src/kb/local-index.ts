@@ -2,7 +2,7 @@ import { KbError } from "../errors";
 import { type IndexOp, simulate } from "./index-overlay";
 import { quantize } from "./int8-scoring";
 import { LiveRows } from "./live-rows";
-import { PAGE_ROWS, packPage, type VectorSealer } from "./vector-pages";
+import { packPage, type VectorSealer } from "./vector-pages";
 import type { VectorMatch, VectorRecord, VectorStore, VectorStoreStats } from "./vector-store";
 import { type PageWrite, VectorTables } from "./vector-tables";
 
@@ -21,8 +21,9 @@ interface Plan extends PageWrite {
  * (src/kb/vector-pages.ts, tables in src/kb/vector-tables.ts): `vector_pages` holds the int8 copies with their
  * scales and atom ids, PAGE_ROWS rows a page; `vector_rows` holds each atom's exact float32 vector. Plaintext
  * vectors exist only in this object's memory (src/kb/live-rows.ts: the int8 copies in WebAssembly linear memory).
- * Search: a SIMD int8 dot product over every candidate (full scan, no approximation in candidate choice),
- * then the best RERANK_FACTOR * k are re-scored exactly with their float32 vectors. See BENCHMARKS.md.
+ * Search (src/kb/live-rows.ts): every row is scored against a 7-bit copy of the query (SIMD), the best 8k get
+ * their exact int8 scores, and the best 3k of those are re-scored exactly with their float32 vectors (opened per
+ * candidate). Every row is scanned; only the pre-scan and the int8 copies approximate. See BENCHMARKS.md.
  *
  * Invariants:
  * - Row r of the live index is slot r % PAGE_ROWS of page floor(r / PAGE_ROWS); pages 0..P-1 exist, all full but
@@ -40,6 +41,8 @@ export class LocalVectorIndex implements VectorStore {
   #loading: Promise<LiveRows> | null = null;
   /** Bumped by every commit that changes the live rows. */
   #generation = 0;
+  /** Bumped by every wipe: a load in flight across a wipe discards what it opened. */
+  #wipes = 0;
   /** Plans by the records / ids array the caller passes to all three steps of one write. */
   #plans = new WeakMap<object, Plan>();
 
@@ -163,6 +166,7 @@ export class LocalVectorIndex implements VectorStore {
 
   /** Drops the live rows from memory, zeroing the plaintext (offboarding). A later load reads the pages again. */
   wipe(): void {
+    this.#wipes++;
     this.#live?.wipe();
     this.#live = null;
     this.#generation++;
@@ -223,9 +227,20 @@ export class LocalVectorIndex implements VectorStore {
     return this.#loading;
   }
 
+  /**
+   * Opens the pages into fresh live rows. A load that fails part-way, or that a wipe (offboarding) overtook while
+   * it awaited, zeroes what it had opened and does not become the live index.
+   */
   async #load(): Promise<LiveRows> {
-    const live = new LiveRows(this.dimensions, this.#tables.pageCount() * PAGE_ROWS);
-    await this.#tables.openPages((page) => live.appendPage(page));
+    const live = new LiveRows(this.dimensions);
+    const wipes = this.#wipes;
+    try {
+      await this.#tables.openPages(live);
+      if (wipes !== this.#wipes) throw new KbError("ERR_KEY_UNAVAILABLE", "the index was wiped while it loaded");
+    } catch (error) {
+      live.wipe();
+      throw error;
+    }
     this.#live = live;
     this.#generation++;
     return live;

@@ -31,8 +31,14 @@ export interface ResealedRow {
   readonly sealed: Uint8Array;
 }
 
-/** Pages read and opened together by a load. */
-const OPEN_BATCH = 16;
+/** Where a load puts the opened pages (src/kb/live-rows.ts). */
+export interface PageSink {
+  reserve(rows: number): void;
+  appendPage(page: PageRows): void;
+}
+
+/** Pages read and opened together by a load (small: their buffers are freed and reused batch to batch). */
+const OPEN_BATCH = 4;
 
 type SealedRow = { atom_id: string; key_version: number; sealed: ArrayBuffer };
 
@@ -50,26 +56,25 @@ export class VectorTables {
     this.#sealer = sealer;
   }
 
-  /** How many pages the tenant has (a load sizes its memory from it). */
-  pageCount(): number {
-    return this.#sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM vector_pages WHERE tenant = ?`, this.#tenant).one()
-      .n;
-  }
-
   /**
-   * Opens every page, in order, handing each to `visit` (converting a legacy clear table first); returns the
-   * number of rows. Reads OPEN_BATCH pages at a time, so the sealed and opened copies of only one batch are alive
-   * at once. Refuses pages that are not 0..P-1, all full but the last (ERR_DECRYPT); the caller discards what it
-   * was given when this throws.
+   * Opens every page, in order, into `sink` (converting a legacy clear table first): `reserve` once with the row
+   * capacity the pages can hold, then `appendPage` per page; returns the number of rows. Reads OPEN_BATCH pages at
+   * a time, so the sealed and opened copies of only a few pages are alive at once (and their memory is reused).
+   * Refuses pages that are not exactly 0..P-1, all full but the last (ERR_DECRYPT); when this throws, the sink
+   * holds part of the tenant's plaintext and the caller wipes it.
    */
-  async openPages(visit: (page: PageRows) => void): Promise<number> {
+  async openPages(sink: PageSink): Promise<number> {
     await convertLegacyVectors(this.#sql, this.#tenant, this.#dims, this.#sealer);
     const notContiguous = () => new KbError("ERR_DECRYPT", "vector pages are not contiguous");
+    const stored = this.#sql
+      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM vector_pages WHERE tenant = ?`, this.#tenant)
+      .one().n;
+    sink.reserve(stored * PAGE_ROWS);
     let next = 0;
     let total = 0;
     let lastCount = PAGE_ROWS;
-    for (;;) {
-      const stored = this.#sql
+    while (next < stored) {
+      const batch = this.#sql
         .exec<{ page: number; key_version: number; sealed: ArrayBuffer }>(
           `SELECT page, key_version, sealed FROM vector_pages WHERE tenant = ? AND page >= ? ORDER BY page LIMIT ?`,
           this.#tenant,
@@ -77,22 +82,23 @@ export class VectorTables {
           OPEN_BATCH,
         )
         .toArray();
-      if (stored.length === 0) break;
+      if (batch.length === 0) break;
       const pages = await Promise.all(
-        stored.map(async (row) =>
+        batch.map(async (row) =>
           unpackPage(await this.#sealer.openPage(row.page, row.key_version, new Uint8Array(row.sealed)), this.#dims),
         ),
       );
       pages.forEach((page, i) => {
         // Only the last page may be partly full, and no page may be missing.
-        if ((stored[i] as { page: number }).page !== next || lastCount !== PAGE_ROWS) throw notContiguous();
-        visit(page);
+        if ((batch[i] as { page: number }).page !== next || lastCount !== PAGE_ROWS) throw notContiguous();
+        sink.appendPage(page);
         lastCount = page.ids.length;
         total += lastCount;
         next++;
       });
     }
-    if (pagesFor(total) !== next) throw notContiguous();
+    // Every stored page was read (none below 0, none skipped) and the rows fill exactly these pages.
+    if (next !== stored || pagesFor(total) !== next) throw notContiguous();
     return total;
   }
 

@@ -124,6 +124,7 @@ export class TenantLifecycle {
     this.#ctx.keyring.destroyAll(); // the data keys and the embedder key
     this.#ctx.embedder.forget?.(); // the keyed hasher's keys in this object's memory go too
     this.#ctx.localIndex?.wipe(); // plaintext vectors in this object's memory go with the keys
+    this.#ctx.cipher.forget(); // and the kept tag and source tokens (their plaintext values are the cache keys)
     const sessionsEnded = this.#sql
       .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM mcp_sessions WHERE tenant = ?`, this.#ctx.tenant)
       .one().n;
@@ -245,6 +246,7 @@ export class TenantLifecycle {
           done.destroyedVersions.push(info.version);
         }
       }
+      if (done.destroyedVersions.length) this.#ctx.cipher.forget();
       done.completedAt = new Date(now).toISOString();
       this.#setJson("rotation", done);
     });

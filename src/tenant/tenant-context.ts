@@ -51,6 +51,8 @@ export class TenantContext {
   readonly localIndex: LocalVectorIndex | null;
   /** Remote embeddings of this tenant, sealed like the vector pages. */
   readonly cache: EmbeddingCache;
+  /** Seals atoms and makes their blind tokens; holds imported keys and kept tag/source tokens in memory. */
+  readonly cipher: AtomCipher;
   /** Runs `fn` as one SQLite transaction of this object's storage. */
   readonly transaction: <T>(fn: () => T) => T;
   /** Extraction runs this object instance is driving right now (in memory: gone with the instance). */
@@ -79,6 +81,7 @@ export class TenantContext {
     const sealer = new VectorSealer(this.keyring, tenant);
     const local = placement.kind === "local" ? new LocalVectorIndex(sql, tenant, embedder.dimensions, sealer) : null;
     this.cache = new EmbeddingCache(sql, tenant, sealer);
+    this.cipher = new AtomCipher(this.keyring, tenant);
     this.localIndex = local;
     const store =
       placement.kind === "local"
@@ -91,7 +94,7 @@ export class TenantContext {
       store,
       embedder,
       cache: this.cache,
-      cipher: new AtomCipher(this.keyring, tenant),
+      cipher: this.cipher,
       maxAtoms: placement.kind === "local" ? LIMITS.localAtomsPerTenant : 5_000_000,
     });
     this.blobs = new EncryptedBlobs(env.DOCS, tenant, this.keyring, sql, this.transaction, () => this.quotaLimits());

@@ -247,6 +247,37 @@ describe("sealed local index", () => {
     });
   });
 
+  it("a load that a wipe overtakes, or that fails part-way, does not become the live index", async () => {
+    const tenant = uniqueTenant("wl");
+    await runInDurableObject(stubFor(tenant), async (_i, state) => {
+      const sql = state.storage.sql;
+      const vectors = records("w", PAGE_ROWS * 9 + 3, DIMS, 8); // 10 pages: three batches of the load
+      await upsertVectors(localIndex(sql, tenant, DIMS), state, vectors);
+      const index = localIndex(sql, tenant, DIMS);
+      const loading = index.load();
+      index.wipe(); // offboarding while the pages are being opened
+      await expect(loading).rejects.toMatchObject({ code: "ERR_KEY_UNAVAILABLE" });
+      expect(index.size).toBe(0);
+      expect(index.memoryBytes).toBe(0);
+      // Nothing was lost at rest: a later load opens every page.
+      expect(await index.load()).toBe(vectors.length);
+
+      // A page stored under a negative number is refused, not skipped.
+      const broken = localIndex(sql, tenant, DIMS);
+      sql.exec(`UPDATE vector_pages SET page = -1 WHERE tenant = ? AND page = 9`, tenant);
+      await expect(broken.load()).rejects.toMatchObject({ code: "ERR_DECRYPT" });
+      expect(broken.size).toBe(0);
+      // A page that fails to open in the last batch: the load fails as a whole.
+      sql.exec(`UPDATE vector_pages SET page = 9 WHERE tenant = ? AND page = -1`, tenant);
+      const tenth = sql.exec<{ sealed: ArrayBuffer }>(`SELECT sealed FROM vector_pages WHERE page = 9`).one().sealed;
+      const flipped = new Uint8Array(tenth.slice(0));
+      flipped[40] = (flipped[40] as number) ^ 1;
+      sql.exec(`UPDATE vector_pages SET sealed = ? WHERE tenant = ? AND page = 9`, flipped, tenant);
+      await expect(broken.load()).rejects.toMatchObject({ code: "ERR_DECRYPT" });
+      expect(broken.size).toBe(0);
+    });
+  });
+
   it("stays consistent with the atoms when a write fails before its commit or the object dies after it", async () => {
     const tenant = uniqueTenant("crash");
     await runInDurableObject(stubFor(tenant), async (_i, state) => {
