@@ -75,12 +75,8 @@ export class LocalVectorIndex implements VectorStore {
     for (const record of records) this.#checkDimensions(record.vector);
     const ops: IndexOp[] = records.map((record) => ({ kind: "put", id: record.id, ...quantize(record.vector) }));
     const plan = await this.#plan(ops);
-    const exact = await Promise.all(
-      records.map(async (record) => ({
-        id: record.id,
-        sealed: await this.#sealer.sealExact(record.id, plan.version, record.vector),
-      })),
-    );
+    const sealed = await this.#sealer.sealExactAll(plan.version, records);
+    const exact = records.map((record, i) => ({ id: record.id, sealed: sealed[i] as Uint8Array }));
     this.#plans.set(records, { ...plan, exact });
   }
 

@@ -19,6 +19,8 @@ import { KbError } from "../errors";
 export const PAGE_ROWS = 256;
 const IV_BYTES = 12;
 const HEADER_BYTES = 8;
+/** Stateless; shared (tenant-neutral). */
+const UTF8 = new TextEncoder();
 
 export interface PageRows {
   readonly ids: string[];
@@ -30,7 +32,7 @@ export interface PageRows {
 export function packPage(rows: PageRows, dims: number): Uint8Array {
   const count = rows.ids.length;
   if (rows.scales.length !== count || rows.q8.length !== count * dims) throw new RangeError("page rows mismatch");
-  const ids = new TextEncoder().encode(rows.ids.join("\n"));
+  const ids = UTF8.encode(rows.ids.join("\n"));
   const out = new Uint8Array(HEADER_BYTES + count * 4 + count * dims + ids.byteLength);
   const view = new DataView(out.buffer);
   view.setUint32(0, count, true);
@@ -97,6 +99,19 @@ export class VectorSealer {
     return this.#seal(version, this.#exactAad(atomId, version), bytes);
   }
 
+  /** sealExact for a batch (one key lookup for all of them); results in the order given. */
+  async sealExactAll(
+    version: number,
+    rows: readonly { readonly id: string; readonly vector: Float32Array }[],
+  ): Promise<Uint8Array[]> {
+    const key = await this.#key(version);
+    return Promise.all(
+      rows.map(({ id, vector }) =>
+        sealWith(key, this.#exactAad(id, version), new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength)),
+      ),
+    );
+  }
+
   async openExact(atomId: string, version: number, sealed: Uint8Array): Promise<Float32Array> {
     const bytes = await this.#open(version, this.#exactAad(atomId, version), sealed);
     if (bytes.byteLength % 4 !== 0) throw new KbError("ERR_DECRYPT", "decryption failed");
@@ -115,28 +130,19 @@ export class VectorSealer {
   }
 
   #cachedAad(model: string, hash: string, version: number): Uint8Array {
-    return new TextEncoder().encode(
-      `tenant-mcp-kb/cached-embedding/v1\0${this.#tenant}\0${model}\0${hash}\0${version}`,
-    );
+    return UTF8.encode(`tenant-mcp-kb/cached-embedding/v1\0${this.#tenant}\0${model}\0${hash}\0${version}`);
   }
 
   #pageAad(page: number, version: number): Uint8Array {
-    return new TextEncoder().encode(`tenant-mcp-kb/vector-page/v1\0${this.#tenant}\0${page}\0${version}`);
+    return UTF8.encode(`tenant-mcp-kb/vector-page/v1\0${this.#tenant}\0${page}\0${version}`);
   }
 
   #exactAad(atomId: string, version: number): Uint8Array {
-    return new TextEncoder().encode(`tenant-mcp-kb/vector-row/v1\0${this.#tenant}\0${atomId}\0${version}`);
+    return UTF8.encode(`tenant-mcp-kb/vector-row/v1\0${this.#tenant}\0${atomId}\0${version}`);
   }
 
   async #seal(version: number, additionalData: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
-    const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
-    const sealed = new Uint8Array(
-      await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, await this.#key(version), plaintext),
-    );
-    const out = new Uint8Array(IV_BYTES + sealed.byteLength);
-    out.set(iv);
-    out.set(sealed, IV_BYTES);
-    return out;
+    return sealWith(await this.#key(version), additionalData, plaintext);
   }
 
   async #open(version: number, additionalData: Uint8Array, sealed: Uint8Array): Promise<Uint8Array> {
@@ -163,4 +169,14 @@ export class VectorSealer {
     }
     return key;
   }
+}
+
+/** 12-byte random IV || AES-256-GCM ciphertext || tag. */
+async function sealWith(key: CryptoKey, additionalData: Uint8Array, plaintext: Uint8Array): Promise<Uint8Array> {
+  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+  const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, plaintext));
+  const out = new Uint8Array(IV_BYTES + sealed.byteLength);
+  out.set(iv);
+  out.set(sealed, IV_BYTES);
+  return out;
 }
