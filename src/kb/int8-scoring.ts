@@ -7,11 +7,7 @@
 /** Symmetric per-vector int8 quantization: q = round(x / scale), scale = max|x| / 127. */
 export function quantize(vector: Float32Array): { q8: Int8Array; scale: number } {
   const length = vector.length;
-  let max = 0;
-  for (let i = 0; i < length; i++) {
-    const value = Math.abs(vector[i] as number);
-    if (value > max) max = value;
-  }
+  const max = maxAbs(vector);
   const scale = max === 0 ? 1 : max / 127;
   const q8 = new Int8Array(length);
   for (let i = 0; i < length; i++) q8[i] = Math.round((vector[i] as number) / scale);
@@ -25,11 +21,7 @@ export function quantize(vector: Float32Array): { q8: Int8Array; scale: number }
  */
 export function offsetQuery7(vector: Float32Array): Uint8Array {
   const length = vector.length;
-  let max = 0;
-  for (let i = 0; i < length; i++) {
-    const value = Math.abs(vector[i] as number);
-    if (value > max) max = value;
-  }
+  const max = maxAbs(vector);
   const scale = max === 0 ? 1 : max / 63;
   const q = new Uint8Array(length);
   for (let i = 0; i < length; i++) q[i] = Math.round((vector[i] as number) / scale) + 64;
@@ -118,4 +110,13 @@ export function topRows(
     best.offer((raw[k] as number) * (scales[row] as number), row);
   }
   return best.rowsBestFirst();
+}
+
+function maxAbs(vector: Float32Array): number {
+  let max = 0;
+  for (let i = 0; i < vector.length; i++) {
+    const value = Math.abs(vector[i] as number);
+    if (value > max) max = value;
+  }
+  return max;
 }
