@@ -4,56 +4,25 @@ import { serveDocumentRequest } from "../blob/document-http";
 import type { DocumentMeta } from "../blob/encrypted-blobs";
 import { type Config, loadConfig } from "../config";
 import { MasterKeys } from "../crypto/master-keys";
-import { type EgressPolicy, findTarget, parseEgressPolicy } from "../egress/egress-policy";
+import { type EgressPolicy, parseEgressPolicy } from "../egress/egress-policy";
 import type { Env } from "../env";
 import { KbError, toKbError } from "../errors";
+import { decideExchange, type ExchangeOutcome, granted, refused } from "../exchange/exchange-decision";
 import { errorResponse } from "../http/error-response";
 import { requestFromWire, type WireRequest, type WireResponse, wireResponse } from "../http/mcp-wire";
-import { type EmbedderKeyStatus, embedderKeyStatus } from "../kb/embedder-key";
-import { type PlacementStatus, placementStatus, setPlacementChoice } from "../kb/tenant-placement";
+import { type PlacementStatus, setPlacementChoice } from "../kb/tenant-placement";
 import { log } from "../log";
 import { HandleCodec } from "../mcp/handles";
 import { serveMcpRequest } from "../mcp/mcp-endpoint";
 import { createTenantMcpServer, prepareTenantMcpServer, serverShape } from "../mcp/server-factory";
 import { ServerPool } from "../mcp/server-pool";
 import { type RpcResult, settle } from "../util/rpc-result";
-import { type Job, type JobFailure, JobRunner } from "./jobs";
+import { type Job, JobRunner } from "./jobs";
 import { type RotationState, type ShredReceipt, TenantLifecycle } from "./lifecycle";
 import { createRevocationsTable, parseRevocation, type Revocation, Revocations } from "./revocations";
 import { migrate } from "./schema";
-import { type QuotaUsage, TenantContext } from "./tenant-context";
-
-/** Either an RFC 8693 success body or an OAuth error (RPC results are plain data). */
-export interface ExchangeOutcome {
-  readonly response: {
-    readonly access_token: string;
-    readonly issued_token_type: string;
-    readonly token_type: "Bearer";
-    readonly expires_in: number;
-    readonly scope: string;
-  } | null;
-  readonly error: "invalid_target" | "invalid_scope" | "invalid_grant" | null;
-  readonly description: string;
-}
-
-export interface TenantStatus {
-  readonly tenant: string;
-  readonly state: string;
-  readonly keys: { version: number; epoch: string; createdAt: string; current: boolean }[];
-  /** The local embedder's hash: keyed (and its key's epoch), unkeyed-v1 (a legacy tenant), or none yet. */
-  readonly embedderKey: EmbedderKeyStatus;
-  /** Where the tenant's vectors are, and the admin's choice behind it. */
-  readonly placement: PlacementStatus;
-  readonly atoms: number;
-  readonly documents: number;
-  readonly rotation: RotationState | null;
-  readonly egress: EgressPolicy;
-  readonly receipt: ShredReceipt | null;
-  /** Background job steps that failed and are being retried (empty when every job is healthy). */
-  readonly jobFailures: JobFailure[];
-  /** Usage against the tenant's quotas. */
-  readonly quotas: QuotaUsage;
-}
+import { TenantContext } from "./tenant-context";
+import { type TenantStatus, tenantStatus } from "./tenant-status";
 
 /**
  * One instance per tenant (`idFromName(tenant)`): it hosts that tenant's MCP server and owns all of its storage.
@@ -121,8 +90,8 @@ export class TenantServer extends DurableObject<Env> {
   }
 
   /**
-   * RFC 8693 exchange for the verified caller (the edge verified the subject token): the target must be one of
-   * this tenant's downstream resources, and the scope can only narrow (target scopes the caller also holds).
+   * RFC 8693 exchange for the verified caller (the edge verified the subject token); the policy decision is
+   * src/exchange/exchange-decision.ts.
    */
   async exchange(
     identity: Identity,
@@ -132,23 +101,12 @@ export class TenantServer extends DurableObject<Env> {
     try {
       const config = loadConfig(this.env);
       const tenant = this.#checkIdentity(identity, requestId, config);
-      if (this.#lifecycle(tenant).state() !== "active")
-        return { response: null, error: "invalid_grant", description: "tenant offboarded" };
+      if (this.#lifecycle(tenant).state() !== "active") return refused("invalid_grant", "tenant offboarded");
       tenant.rate(config).admit(identity.subject);
-      const target = findTarget(tenant.egressPolicy(), request.resource, request.audience);
-      if (!target)
-        return { response: null, error: "invalid_target", description: "not a downstream resource of this tenant" };
-      const allowed = target.scopes.filter((scope) => identity.scopes.includes(scope));
-      const scopes = request.scope ?? allowed;
-      if (scopes.length === 0 || scopes.some((scope) => !allowed.includes(scope))) {
-        return {
-          response: null,
-          error: "invalid_scope",
-          description: "scope must narrow the caller's scopes for this target",
-        };
-      }
+      const decision = decideExchange(tenant.egressPolicy(), identity.scopes, request);
+      if (!decision.ok) return refused(decision.error, decision.description);
       const token = await this.#registry().signExchangeToken(
-        tenant.tokens(config).claims(identity, target, scopes),
+        tenant.tokens(config).claims(identity, decision.target, decision.scopes),
         config.exchangeIssuer,
         config.exchangeTtlS,
       );
@@ -159,21 +117,11 @@ export class TenantServer extends DurableObject<Env> {
         subject: identity.subject,
         outcome: "ok",
       });
-      return {
-        error: null,
-        description: "",
-        response: {
-          access_token: token,
-          issued_token_type: "urn:ietf:params:oauth:token-type:access_token",
-          token_type: "Bearer",
-          expires_in: config.exchangeTtlS,
-          scope: scopes.join(" "),
-        },
-      };
+      return granted(token, config.exchangeTtlS, decision.scopes);
     } catch (error) {
       const code = toKbError(error).code;
       log("warn", { event: "token.exchange.refused", requestId, tenant: identity.tenant, code, outcome: "rejected" });
-      return { response: null, error: "invalid_grant", description: "the subject token cannot be exchanged" };
+      return refused("invalid_grant", "the subject token cannot be exchanged");
     }
   }
 
@@ -182,22 +130,7 @@ export class TenantServer extends DurableObject<Env> {
   async adminStatus(tenant: string): Promise<RpcResult<TenantStatus>> {
     return settle(async () => {
       const ctx = this.#knownContext(tenant);
-      const lifecycle = this.#lifecycle(ctx);
-      const active = lifecycle.state() === "active";
-      return {
-        tenant,
-        state: lifecycle.state(),
-        keys: ctx.keyring.list().map((key) => ({ ...key, createdAt: new Date(key.createdAt).toISOString() })),
-        embedderKey: embedderKeyStatus(ctx.keyring, this.ctx.storage.sql),
-        placement: placementStatus(this.ctx.storage.sql, loadConfig(this.env).vectorPlacement, tenant),
-        atoms: active ? ctx.kb.count() : this.#count("atoms"),
-        documents: this.#count("documents"),
-        rotation: lifecycle.rotation(),
-        egress: ctx.egressPolicy(),
-        receipt: lifecycle.receipt(),
-        jobFailures: new JobRunner(this.ctx.storage.sql, tenant).failures(),
-        quotas: ctx.usage(loadConfig(this.env)),
-      };
+      return tenantStatus(ctx, this.#lifecycle(ctx), this.ctx.storage.sql, loadConfig(this.env));
     });
   }
 
@@ -440,12 +373,6 @@ export class TenantServer extends DurableObject<Env> {
       this.ctx.storage.sql.exec<{ value: string }>(`SELECT value FROM tenant_meta WHERE key = 'tenant'`).toArray()[0]
         ?.value ?? null
     );
-  }
-
-  #count(table: "atoms" | "documents"): number {
-    const tenant = this.#boundTenant();
-    return this.ctx.storage.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} WHERE tenant = ?`, tenant).one()
-      .n;
   }
 
   #registry() {

@@ -74,7 +74,7 @@ export async function adminCall(
   return { status: response.status, headers: response.headers, text, body: parsed };
 }
 
-/** Shape of GET /admin/tenants/:tenant (src/tenant/tenant-server.ts TenantStatus), as JSON. */
+/** Shape of GET /admin/tenants/:tenant (src/tenant/tenant-status.ts TenantStatus), as JSON. */
 export interface StatusOut {
   readonly tenant: string;
   readonly state: string;
