@@ -52,6 +52,8 @@ export interface KnowledgeBaseDeps {
 export class KnowledgeBase {
   readonly #d: KnowledgeBaseDeps;
   readonly #rows: AtomRows;
+  /** See count(); null until counted and after a delete. */
+  #count: number | null = null;
   /**
    * This tenant's writes, one at a time. Each write reads the current rows, then awaits (embedding, sealing, the
    * Vectorize call), then commits what it decided. Without this queue another write can run during those awaits
@@ -159,8 +161,13 @@ export class KnowledgeBase {
     };
   }
 
+  /**
+   * Atoms of this tenant. Counted once per instance, then kept: every write to the atoms goes through this object
+   * (#add adds what it committed; #remove recounts on next use), and an instance dies with its object.
+   */
   count(): number {
-    return this.#rows.count();
+    this.#count ??= this.#rows.count();
+    return this.#count;
   }
 
   async stats(): Promise<{
@@ -225,6 +232,7 @@ export class KnowledgeBase {
       this.#d.cache.write(this.#d.embedder.model, misses, now);
       onCommit?.(result);
     });
+    if (this.#count !== null) this.#count += result.added.length; // committed
     this.#d.store.afterCommitUpsert(records);
     return result;
   }
@@ -253,6 +261,7 @@ export class KnowledgeBase {
   async #remove(ids: readonly string[], inTransaction: (ids: readonly string[]) => void = () => {}): Promise<void> {
     if (!ids.length) return;
     await this.#d.store.beforeCommitDelete(ids);
+    this.#count = null; // recounted on next use, whatever this transaction does
     this.#d.transaction(() => {
       inTransaction(ids);
       this.#rows.delete(ids);
