@@ -9,7 +9,7 @@ import type { PageSink } from "./vector-tables";
  * object's own instance: the int8 copies back to back, 384 bytes per atom, so 100,000 atoms take 38.4 MB (float32
  * would take 153.6 MB and not fit the 128 MB object limit). Plaintext vectors exist only in this object's memory.
  * Search, in three stages: (1) a pre-scan of every row against the query quantized to 7 bits (relaxed-SIMD
- * kernel, about half the work of the 8-bit one) keeps the best PRESCAN_FACTOR * k; (2) their exact int8 scores
+ * kernel, about 0.6 of the 8-bit kernel's time) keeps the best PRESCAN_FACTOR * k; (2) their exact int8 scores
  * (the scores a full int8 scan computes) pick the best RERANK_FACTOR * k, (3) the shortlist the index re-scores
  * exactly with float32 (src/kb/vector-tables.ts). A filter (`allowed`) skips stage 1: its rows get stage 2 directly.
  *
