@@ -68,11 +68,14 @@ export class LiveRows implements PageSink {
   #scales = new Float32Array(0);
   #bias = new Int32Array(0);
   #capacity = 0;
+  /** Where the tables and scratch lie for the current capacity (#ensureCapacity keeps it). */
+  #layout: Layout;
 
   /** An empty index in a fresh instance of the kernel module, sized for `capacity` rows (it grows as needed). */
   constructor(dims: number, capacity = 0) {
     this.#dims = dims;
     this.#kernels = new WebAssembly.Instance(int8DotModule, {}).exports as unknown as Kernels;
+    this.#layout = this.#layoutFor(0);
     this.#ensureCapacity(capacity);
   }
 
@@ -89,7 +92,7 @@ export class LiveRows implements PageSink {
     this.#ensureCapacity(first + page.ids.length);
     new Int8Array(this.#kernels.memory.buffer).set(page.q8, first * dims);
     this.#scales.set(page.scales, first);
-    this.#kernels.row_bias(first, page.ids.length, dims, this.#layoutFor(this.#capacity).bias);
+    this.#kernels.row_bias(first, page.ids.length, dims, this.#layout.bias);
     for (const id of page.ids) this.#ids.push(id);
     this.#byId = null;
   }
@@ -110,7 +113,7 @@ export class LiveRows implements PageSink {
     const dims = this.#dims;
     const n = ids.length;
     if (n === 0 || topK <= 0) return [];
-    const layout = this.#layoutFor(this.#capacity);
+    const layout = this.#layout;
     const mem = kernels.memory.buffer;
 
     // Query widened to int16 once; vectors stay int8.
@@ -200,7 +203,7 @@ export class LiveRows implements PageSink {
     }
     new Int8Array(this.#kernels.memory.buffer, row * this.#dims, this.#dims).set(q8);
     this.#scales[row] = scale;
-    this.#kernels.row_bias(row, 1, this.#dims, this.#layoutFor(this.#capacity).bias);
+    this.#kernels.row_bias(row, 1, this.#dims, this.#layout.bias);
   }
 
   /** Swap-remove: the last row moves into the hole, so rows stay dense (src/kb/index-overlay.ts simulates it). */
@@ -229,6 +232,7 @@ export class LiveRows implements PageSink {
     this.#scales = new Float32Array(0);
     this.#bias = new Int32Array(0);
     this.#capacity = 0;
+    this.#layout = this.#layoutFor(0);
   }
 
   #rowMap(): Map<string, number> {
@@ -247,7 +251,7 @@ export class LiveRows implements PageSink {
     // 1.5x steps while small, then at most GROW_ROWS_MAX rows at a time: the unused capacity stays under 3.2 MB.
     const step = Math.min(Math.max(Math.ceil(this.#capacity / 2), 1024), GROW_ROWS_MAX);
     const capacity = Math.max(rows, this.#capacity + step);
-    const before = this.#layoutFor(this.#capacity);
+    const before = this.#layout;
     const after = this.#layoutFor(capacity);
     const have = this.#kernels.memory.buffer.byteLength;
     if (after.end > have) this.#kernels.memory.grow(Math.ceil((after.end - have) / PAGE));
@@ -261,6 +265,7 @@ export class LiveRows implements PageSink {
     this.#scales = new Float32Array(this.#kernels.memory.buffer, after.scales, capacity);
     this.#bias = new Int32Array(this.#kernels.memory.buffer, after.bias, capacity);
     this.#capacity = capacity;
+    this.#layout = after;
   }
 
   /**

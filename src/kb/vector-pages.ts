@@ -94,12 +94,11 @@ export class VectorSealer {
     return this.#open(version, this.#pageAad(page, version), sealed);
   }
 
-  sealExact(atomId: string, version: number, vector: Float32Array): Promise<Uint8Array> {
-    const bytes = new Uint8Array(vector.buffer, vector.byteOffset, vector.byteLength);
-    return this.#seal(version, this.#exactAad(atomId, version), bytes);
+  async sealExact(atomId: string, version: number, vector: Float32Array): Promise<Uint8Array> {
+    return (await this.sealExactAll(version, [{ id: atomId, vector }]))[0] as Uint8Array;
   }
 
-  /** sealExact for a batch (one key lookup for all of them); results in the order given. */
+  /** Exact rows of a batch, under one key lookup; results in the order given. */
   async sealExactAll(
     version: number,
     rows: readonly { readonly id: string; readonly vector: Float32Array }[],
