@@ -1,5 +1,6 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
+import type { Plugin } from "vite";
 import { defineConfig } from "vitest/config";
 
 // Test keys are generated per run and exist only in memory: the Worker trusts the public halves (AUTH_JWKS), and
@@ -17,10 +18,27 @@ const trusted = await Promise.all([
   keyPair("EdDSA", "test-eddsa", { crv: "Ed25519" }),
 ]);
 const attacker = await keyPair("ES256", "test-es256");
+/**
+ * Drops one vite warning: published packages (the v1 `@modelcontextprotocol/sdk` among them) ship source maps that
+ * name sources they do not ship, and vite warns once per such file whenever its cache is rebuilt. Every other
+ * message passes. (vitest replaces `customLogger`, so the resolved logger is wrapped instead.)
+ */
+const quietMissingSources: Plugin = {
+  name: "quiet-missing-sourcemap-sources",
+  configResolved(config) {
+    const warnOnce = config.logger.warnOnce.bind(config.logger);
+    config.logger.warnOnce = (message, options) => {
+      if (/^Sourcemap for "[^"]+" points to missing source files$/.test(message)) return;
+      warnOnce(message, options);
+    };
+  },
+};
+
 const masterKey = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString("base64");
 
 export default defineConfig({
   plugins: [
+    quietMissingSources,
     cloudflareTest({
       wrangler: { configPath: "./wrangler.toml" },
       miniflare: {
