@@ -1,4 +1,5 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it, vi } from "vitest";
 import { KbError } from "../../src/errors";
 import { RESUME_AFTER_MS } from "../../src/extract/run-manager";
@@ -68,10 +69,19 @@ function snapshot(sql: SqlStorage, runId: string): Snapshot {
 
 type Fault = "final" | "crash";
 
+/** Aborts the run object of the current attempt (the last of the run's object ids), as a crash would end it. */
+async function killRunObject(sql: SqlStorage, runId: string): Promise<void> {
+  const row = sql.exec<{ ids: string }>(`SELECT object_ids AS ids FROM extraction_runs WHERE run_id = ?`, runId).one();
+  const current = (JSON.parse(row.ids) as string[]).at(-1) as string;
+  const stub = env.EXTRACTION_RUN.get(env.EXTRACTION_RUN.idFromString(current));
+  // abort() resets the object at once; the call that asked for it fails with it.
+  await runInDurableObject(stub, (_instance, runState) => runState.abort("test: run object killed")).catch(() => {});
+}
+
 /**
  * Runs an ingest of DOC in `tenant` through a RunManager over the object's storage; after the `failAfter`-th
- * committed kb.add batch, records a snapshot and throws: a content error (final: the run fails and rolls back) or
- * an unknown error (the attempt is lost, as with a crash of its object: the run is retried in a new object).
+ * committed kb.add batch, records a snapshot and then either throws a content error (final: the run fails and rolls
+ * back) or kills the run object for real with state.abort (the attempt is lost: the run is retried in a new one).
  */
 async function ingestWithFault(tenant: string, failAfter: number, fault: Fault) {
   return inTenantObject(tenant, async ({ context, state }) => {
@@ -84,7 +94,8 @@ async function ingestWithFault(tenant: string, failAfter: number, fault: Fault) 
       const result = await add(inputs, now, onCommit);
       if (++commits === failAfter) {
         atFault = snapshot(state.storage.sql, runId);
-        throw fault === "final" ? new KbError("ERR_INVALID_PARAMS", "injected") : new Error("injected crash");
+        if (fault === "final") throw new KbError("ERR_INVALID_PARAMS", "injected");
+        await killRunObject(state.storage.sql, runId);
       }
       return result;
     });

@@ -63,7 +63,8 @@ describe("protocol versions agree between initialize and the edge", () => {
       }
       const next = await toolsList(token, sessionId ?? "", version);
       expect(next.status).toBe(200);
-      await next.body?.cancel();
+      // Read to the end (a cancelled body makes workerd log the aborted pipe): the answer lists the tools.
+      expect(await next.text()).toContain('"tools"');
     },
   );
 });
