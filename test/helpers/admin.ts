@@ -308,12 +308,14 @@ export async function openLegacySession(token: string): Promise<string> {
   return sessionId;
 }
 
-/** whoami inside a 2025 session. */
+/** whoami inside a 2025 session (response body already read). */
 export function legacyWhoami(token: string, sessionId: string): Promise<Response> {
-  return mcpFetch({
-    method: "POST",
-    token,
-    headers: { "mcp-session-id": sessionId, "mcp-protocol-version": LEGACY_VERSION },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "whoami", arguments: {} } }),
-  });
+  return buffered(
+    mcpFetch({
+      method: "POST",
+      token,
+      headers: { "mcp-session-id": sessionId, "mcp-protocol-version": LEGACY_VERSION },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "whoami", arguments: {} } }),
+    }),
+  );
 }
