@@ -1,7 +1,6 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
-import type { Plugin } from "vite";
-import { defineConfig } from "vitest/config";
+import { defineConfig, type Plugin } from "vitest/config";
 
 // Test keys are generated per run and exist only in memory: the Worker trusts the public halves (AUTH_JWKS), and
 // tests sign tokens with the private halves (TEST_PRIVATE_JWKS). The attacker key is never trusted.

@@ -70,10 +70,8 @@ function snapshot(sql: SqlStorage, runId: string): Snapshot {
 type Fault = "final" | "crash";
 
 /** Aborts the run object of the current attempt (the last of the run's object ids), as a crash would end it. */
-async function killRunObject(sql: SqlStorage, runId: string): Promise<void> {
-  const row = sql.exec<{ ids: string }>(`SELECT object_ids AS ids FROM extraction_runs WHERE run_id = ?`, runId).one();
-  const current = (JSON.parse(row.ids) as string[]).at(-1) as string;
-  const stub = env.EXTRACTION_RUN.get(env.EXTRACTION_RUN.idFromString(current));
+async function killRunObject(objectId: string): Promise<void> {
+  const stub = env.EXTRACTION_RUN.get(env.EXTRACTION_RUN.idFromString(objectId));
   // abort() resets the object at once; the call that asked for it fails with it.
   await runInDurableObject(stub, (_instance, runState) => runState.abort("test: run object killed")).catch(() => {});
 }
@@ -95,7 +93,9 @@ async function ingestWithFault(tenant: string, failAfter: number, fault: Fault) 
       if (++commits === failAfter) {
         atFault = snapshot(state.storage.sql, runId);
         if (fault === "final") throw new KbError("ERR_INVALID_PARAMS", "injected");
-        await killRunObject(state.storage.sql, runId);
+        const current = runs.status(runId, "alice")?.objectIds.at(-1);
+        if (current === undefined) throw new Error("the run has no object to kill");
+        await killRunObject(current);
       }
       return result;
     });
